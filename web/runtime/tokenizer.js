@@ -1,0 +1,96 @@
+// The CLIP tokenizer of the web runtime: prompt text -> the int32 (2, 77) `input_ids` of the `clip` function.
+//
+// It mirrors what diffusers' StableDiffusionPipeline does (diffusers 0.42, transformers 5.24):
+//     tokenizer(text, padding="max_length", max_length=77, truncation=True).input_ids
+// for the negative prompt (row 0; "" when there is none) and the prompt (row 1): <|startoftext|>, at most 75
+// text tokens, <|endoftext|>, then the pad token (<|endoftext|> for CLIP) up to 77. The tokenizer itself is
+// `@huggingface/tokenizers` reading the tokenizer.json that `stages/lib/clip_vocab.py` (write_tokenizer_json)
+// writes from the model's tokenizer/ folder. tests/python/test_tokenizer.py checks ids against Python.
+//
+// One correction to the library (0.2.0): its Lowercase normalizer is String.prototype.toLowerCase, which
+// applies Unicode's context-sensitive Final_Sigma rule ("ΟΔΟΣ" -> "οδος"); the Rust `tokenizers` lowercases
+// code point by code point ("οδοσ"). `perCodePointLowercase` below restores the Rust behaviour.
+//
+// No DOM: runs in the page's worker and in Node. The bare import is mapped by the page's import map.
+
+import { Tokenizer, LowercaseNormalizer, SequenceNormalizer } from "@huggingface/tokenizers";
+
+export const MAX_LENGTH = 77; // CLIP's context length; the compiled `clip` function takes exactly this many
+
+const textDecoder = new TextDecoder();
+
+function asObject(json) {
+  if (typeof json === "string") return JSON.parse(json);
+  if (json instanceof ArrayBuffer || ArrayBuffer.isView(json)) return JSON.parse(textDecoder.decode(json));
+  return json;
+}
+
+function tokenContent(token) {
+  return typeof token === "string" ? token : token?.content;
+}
+
+// Lowercases each code point on its own, as Rust's `char::to_lowercase` does in tokenizers' Lowercase
+// normalizer. A lone code point never meets the Final_Sigma context, so toLowerCase of one is context-free.
+function lowercasePerCodePoint(text) {
+  let out = "";
+  for (const ch of text) out += ch.toLowerCase();
+  return out;
+}
+
+function perCodePointLowercase(normalizer) {
+  if (normalizer instanceof LowercaseNormalizer) normalizer.normalize = lowercasePerCodePoint;
+  if (normalizer instanceof SequenceNormalizer) normalizer.normalizers.forEach(perCodePointLowercase);
+  return normalizer;
+}
+
+export class ClipTokenizer {
+  // tokenizer: a @huggingface/tokenizers Tokenizer; ids of the begin, end and pad tokens.
+  constructor(tokenizer, { bosId, eosId, padId }) {
+    this.tokenizer = tokenizer;
+    this.bosId = bosId;
+    this.eosId = eosId;
+    this.padId = padId;
+  }
+
+  // One text -> Int32Array(77): [bos, first 75 text tokens, eos, pad...], as diffusers truncates and pads.
+  encode(text) {
+    const ids = this.tokenizer.encode(String(text ?? ""), { add_special_tokens: false }).ids;
+    const kept = ids.slice(0, MAX_LENGTH - 2);
+    const out = new Int32Array(MAX_LENGTH).fill(this.padId);
+    out[0] = this.bosId;
+    out.set(kept, 1);
+    out[kept.length + 1] = this.eosId;
+    return out;
+  }
+
+  // Row 0 the negative prompt, row 1 the prompt: the `input_ids` (2, 77) of the compiled `clip` function.
+  encodePair(negative, prompt) {
+    const out = new Int32Array(2 * MAX_LENGTH);
+    out.set(this.encode(negative), 0);
+    out.set(this.encode(prompt), MAX_LENGTH);
+    return out;
+  }
+}
+
+// tokenizerJson: the parsed tokenizer.json, or its text or bytes. tokenizerConfig (optional): the parsed
+// tokenizer_config.json; only its pad_token and model_max_length are read (CLIP pads with <|endoftext|>).
+export async function loadTokenizer(tokenizerJson, tokenizerConfig = {}) {
+  const json = asObject(tokenizerJson);
+  const config = asObject(tokenizerConfig) ?? {};
+  const post = json.post_processor;
+  if (post?.type !== "RobertaProcessing" || !post.cls || !post.sep) {
+    throw new Error(`tokenizer.json: expected CLIP's RobertaProcessing post-processor, found ${post?.type}; ` +
+                    "regenerate it with `make` (stages/lib/clip_vocab.py write_tokenizer_json)");
+  }
+  if (config.model_max_length !== undefined && config.model_max_length !== MAX_LENGTH) {
+    throw new Error(`tokenizer_config.json: model_max_length ${config.model_max_length}, expected ${MAX_LENGTH}`);
+  }
+  const tokenizer = new Tokenizer(json, config);
+  perCodePointLowercase(tokenizer.normalizer);
+  const [, bosId] = post.cls;
+  const [eosToken, eosId] = post.sep;
+  const padToken = tokenContent(config.pad_token) ?? eosToken;
+  const padId = tokenizer.token_to_id(padToken);
+  if (padId === undefined) throw new Error(`tokenizer.json: pad token ${padToken} is not in the vocabulary`);
+  return new ClipTokenizer(tokenizer, { bosId, eosId, padId });
+}
