@@ -140,8 +140,8 @@ def write_tokenizer_json(tokenizer_dir: Path, out_path: Path) -> Path:
     backend = tokenizer.backend_tokenizer
     backend.no_padding()
     backend.no_truncation()
-    data = json.loads(backend.to_str())
-    write_bytes_if_changed(Path(out_path), _json_bytes(data))
+    # Compact (no indentation): the page downloads this file.
+    write_bytes_if_changed(Path(out_path), (backend.to_str(pretty=False) + "\n").encode("utf-8"))
     return Path(out_path)
 
 

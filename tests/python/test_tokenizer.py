@@ -103,10 +103,11 @@ def test_vocabulary_is_clips(py_tokenizer):
 
 
 def test_files_are_rewritten_only_on_change(tokenizer_files):
-    before = {p.name: p.stat().st_mtime_ns for p in (tokenizer_files / "tokenizer").iterdir()}
+    files = [*(tokenizer_files / "tokenizer").iterdir(), tokenizer_files / "tokenizer.json"]
+    before = {p: p.stat().st_mtime_ns for p in files}
     write_clip_tokenizer(tokenizer_files / "tokenizer")
     write_tokenizer_json(tokenizer_files / "tokenizer", tokenizer_files / "tokenizer.json")
-    assert before == {p.name: p.stat().st_mtime_ns for p in (tokenizer_files / "tokenizer").iterdir()}
+    assert before == {p: p.stat().st_mtime_ns for p in files}
 
 
 def test_js_matches_python(tokenizer_files, py_tokenizer):
