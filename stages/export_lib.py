@@ -1,0 +1,77 @@
+"""export-lib: compile one submodule for a target.
+
+    python stages/export_lib.py --variant-dir artifacts/sd15-tiny --submodule unet --target webgpu|cpu
+
+webgpu: the scheduled module, compiled with a wasm32 host into object files (a tar), as a TVM system
+library with its own prefix (sd15_unet_...), so every submodule is compiled on its own and the link step
+only combines objects. cpu: the lowered module compiled to a shared library, for tests and the reference.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lib.cli import (file_if_changed, log_stage, paths_from, run_stage, stage_parser,  # noqa: E402
+                     write_bytes_if_changed, write_provenance)
+from lib.models import family  # noqa: E402
+from lib.relax_io import load_module  # noqa: E402
+
+
+def deterministic_tar(src: Path) -> bytes:
+    """The same objects packed with fixed order, times and owners, so an unchanged build is byte-equal."""
+    out = io.BytesIO()
+    with tarfile.open(src) as tin, tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tout:
+        for member in sorted(tin.getmembers(), key=lambda m: m.name):
+            data = tin.extractfile(member).read()
+            info = tarfile.TarInfo(member.name)
+            info.size, info.mode = len(data), 0o644
+            tout.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def main():
+    parser = stage_parser(__doc__)
+    parser.add_argument("--target", choices=["webgpu", "cpu"], required=True)
+    args = parser.parse_args()
+    paths = paths_from(args)
+    fam = family(paths.family)
+    start = time.time()
+
+    from tvm import relax
+
+    from lib.pipeline import export_pipeline
+    from lib.targets import target as make_target
+
+    if args.target == "webgpu":
+        source = paths.scheduled("webgpu")
+        mod, meta = load_module(source, f"make {source}")
+        mod = mod.with_attr("system_lib_prefix", fam.system_lib_prefix(paths.submodule))
+    else:
+        source = paths.lowered
+        mod, meta = load_module(source, f"make {source}")
+    executable = relax.build(mod, make_target(args.target), relax_pipeline=export_pipeline())
+
+    out = paths.lib(args.target)
+    if args.target == "webgpu":
+        with file_if_changed(out.with_suffix(".raw.tar")) as raw:
+            executable.export_library(str(raw))
+            wrote = write_bytes_if_changed(out, deterministic_tar(raw))
+        out.with_suffix(".raw.tar").unlink(missing_ok=True)
+    else:
+        with file_if_changed(out) as tmp:
+            executable.export_library(str(tmp))
+        wrote = True
+    write_provenance(out, "export-lib", [source], {"target": args.target})
+    log_stage(paths, f"export-lib")
+    print(f"export-lib {paths.variant}/{paths.submodule} [{args.target}]: {out.stat().st_size / 2**10:.0f} KiB, "
+          f"{time.time() - start:.1f}s -> {out}{'' if wrote else ' (unchanged)'}")
+
+
+if __name__ == "__main__":
+    run_stage("export-lib", main)

@@ -1,0 +1,251 @@
+"""What every stage script shares: argument shape, artifact paths, atomic writes, provenance, errors.
+
+Every stage is run by make as
+
+    python stages/<stage>.py --variant-dir artifacts/<variant> [--submodule <name>] [stage options]
+
+reads its inputs from fixed places under the variant folder (named by `ArtifactPaths`), writes its outputs
+atomically and only when their bytes changed, records provenance beside them, and appends one line to
+`artifacts/<variant>/build.log`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import filecmp
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Bump when the layout or meaning of an artifact changes; the version is part of every artifact's name,
+# so an old build is never read as a new one.
+ARTIFACT_VERSION = 1
+
+
+class StageError(Exception):
+    """A failure the user can fix; the message says what is wrong and which command fixes it."""
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    """Where each stage's files live: artifacts/<variant>/<submodule>/<file>.v<version>.<ext>."""
+
+    variant_dir: Path
+    submodule: str | None = None
+
+    @property
+    def variant(self) -> str:
+        return self.variant_dir.name
+
+    @property
+    def family(self) -> str:
+        """The model family is the variant name up to the first '-': sd15-tiny -> sd15."""
+        return self.variant.split("-", 1)[0]
+
+    @property
+    def sub_dir(self) -> Path:
+        assert self.submodule, "this artifact belongs to a submodule"
+        return self.variant_dir / self.submodule
+
+    def _file(self, stem: str, ext: str) -> Path:
+        return self.sub_dir / f"{stem}.v{ARTIFACT_VERSION}.{ext}"
+
+    # Per submodule, in build order.
+    @property
+    def traced(self) -> Path:
+        return self._file("traced", "json")
+
+    @property
+    def lowered(self) -> Path:
+        return self._file("lowered", "json")
+
+    @property
+    def transform_params(self) -> Path:
+        return self._file("transform_params", "json")
+
+    def scheduled(self, target: str) -> Path:
+        return self._file(f"scheduled.{target}", "json")
+
+    def lib(self, target: str) -> Path:
+        return self._file(f"lib.{target}", "so" if target == "cpu" else "tar")
+
+    @property
+    def params_dir(self) -> Path:
+        return self.sub_dir / f"params.v{ARTIFACT_VERSION}"
+
+    # Per variant.
+    @property
+    def weights_dir(self) -> Path:
+        """Generated weights (WEIGHTS=tiny|random) live here, in diffusers' save_pretrained layout."""
+        return self.variant_dir / "weights"
+
+    @property
+    def scheduler_dir(self) -> Path:
+        return self.variant_dir / f"scheduler.v{ARTIFACT_VERSION}"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.variant_dir / f"tokenizer.v{ARTIFACT_VERSION}"
+
+    @property
+    def build_log(self) -> Path:
+        return self.variant_dir / "build.log"
+
+
+def stage_parser(description: str, *, submodule: bool = True) -> argparse.ArgumentParser:
+    """The argument shape every stage shares; stages add their own options after it."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--variant-dir", type=Path, required=True, help="artifacts/<variant>, e.g. artifacts/sd15-tiny")
+    if submodule:
+        parser.add_argument("--submodule", required=True, help="clip, unet, vae or sched")
+    return parser
+
+
+def paths_from(args: argparse.Namespace) -> ArtifactPaths:
+    return ArtifactPaths(args.variant_dir, getattr(args, "submodule", None))
+
+
+def run_stage(stage: str, main) -> None:
+    """Runs a stage's main(); a StageError becomes one line on stderr and exit status 1, no traceback."""
+    try:
+        main()
+    except StageError as err:
+        print(f"error: {stage}: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+def log_stage(paths: ArtifactPaths, stage: str) -> None:
+    """Appends `<time> <stage> <submodule>` to the variant's build.log, so a user sees what was rebuilt."""
+    paths.variant_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    line = f"{now} {stage} {paths.submodule or '-'}\n"
+    with open(paths.build_log, "a", encoding="utf-8") as log:
+        log.write(line)
+
+
+def require(path: Path, made_by: str) -> Path:
+    """Stops with a message naming the make target that produces a missing input."""
+    if not path.exists():
+        raise StageError(f"missing input {path}; it is made by `{made_by}`")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Atomic, write-if-changed outputs. A half-written file never carries the final name: everything is written
+# to a temporary name in the same folder and renamed. Unchanged content keeps the old file and its mtime, so
+# make does not rebuild dependents for nothing.
+
+
+def write_bytes_if_changed(path: Path, data: bytes) -> bool:
+    """Returns True when the file was (re)written."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def write_json_if_changed(path: Path, obj) -> bool:
+    return write_bytes_if_changed(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def file_if_changed(path: Path):
+    """Yields a temporary path to write a file to (for writers that want a path, like export_library);
+    on success it replaces `path` only when the bytes differ."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        tmp = tmp_dir / path.name
+        yield tmp
+        if not (path.exists() and filecmp.cmp(tmp, path, shallow=False)):
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
+
+
+@contextlib.contextmanager
+def dir_if_changed(path: Path):
+    """Yields a temporary folder to fill; on success it takes the place of `path` only when some file
+    differs. The swap is two renames, so `path` is either the old complete folder or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists() and _same_tree(tmp, path):
+            return
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Provenance: what an artifact was made from, written beside it as <artifact>.prov.json.
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        while block := src.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for package in ("torch", "apache-tvm", "diffusers", "transformers", "safetensors", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[package] = version(package)
+    return found
+
+
+def write_provenance(artifact: Path, stage: str, inputs: list[Path], options: dict | None = None) -> None:
+    """Records input hashes, tool versions and stage options beside `artifact`. Inputs that are folders
+    are hashed file by file."""
+    hashes = {}
+    for item in inputs:
+        item = Path(item)
+        files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
+        for f in files:
+            hashes[str(f)] = sha256_file(f)
+    record = {
+        "format": "websd-provenance",
+        "version": ARTIFACT_VERSION,
+        "artifact": str(artifact),
+        "stage": stage,
+        "inputs": hashes,
+        "options": options or {},
+        "tools": tool_versions(),
+    }
+    write_json_if_changed(Path(f"{artifact}.prov.json"), record)

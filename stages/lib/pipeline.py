@@ -1,0 +1,129 @@
+"""The one Relax compilation pipeline, phase by phase (after mlc-llm's compiler_pass/pipeline.py).
+
+    transform stage (target-independent):  1 canonicalize -> 2 lift parameter transforms -> 3 legalize and fuse
+    tune stage (per target):                4 schedule (MetaSchedule database, then dlight for the rest)
+    export-lib stage (per target):          5 lower dataflow -> 6 finalize (memory planning, VM lowering)
+
+Each phase is a named list of TVM passes; `run_phases` applies a slice of them and can dump the module
+after each phase (`--dump-ir DIR`), so a reader sees what every phase did. Custom passes would live one per
+file under stages/lib/passes/ and be listed here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _transform():
+    from tvm.relax import transform as T
+
+    return T
+
+
+def canonicalize():
+    from .passes.narrow_take_indices import NarrowTakeIndices
+
+    T = _transform()
+    return [T.DecomposeOpsForInference(), T.CanonicalizeBindings(), NarrowTakeIndices]
+
+
+def lift_parameter_transforms():
+    # Work that depends only on weights (transposes, constant folding of weight expressions) moves into
+    # `<function>_transform_params`, which dump-params runs once on the CPU at build time.
+    T = _transform()
+    return [T.LiftTransformParams(), T.FoldConstant()]
+
+
+def legalize_and_fuse():
+    T = _transform()
+    return [
+        T.LegalizeOps(),
+        T.AnnotateTIROpPattern(),
+        T.FoldConstant(),
+        T.FuseOps(),
+        T.FuseTIR(),
+        T.DeadCodeElimination(),
+    ]
+
+
+def schedule(target, database_dir: Path | None):
+    """MetaSchedule records first (tuned kernels), then TVM's default GPU schedules for the rest."""
+    import tvm
+    from tvm.s_tir import dlight as dl
+
+    passes = []
+    if database_dir is not None:
+        from tvm.s_tir import meta_schedule as ms
+
+        database = ms.database.JSONDatabase(
+            path_workload=str(database_dir / "database_workload.json"),
+            path_tuning_record=str(database_dir / "database_tuning_record.json"),
+            allow_missing=False,
+        )
+        passes.append(_apply_database(database))
+    if "gpu" in target.keys:
+        passes.append(dl.ApplyDefaultSchedule(
+            dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()))
+    return passes
+
+
+def _apply_database(database):
+    import tvm
+    from tvm.relax import transform as T
+
+    @tvm.transform.module_pass(opt_level=0, name="ApplyTuningDatabase")
+    def apply(mod, ctx):
+        with database:
+            return T.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+
+    return apply
+
+
+def lower_dataflow():
+    T = _transform()
+    return [T.RewriteDataflowReshape(), T.ToNonDataflow(), T.RemovePurityChecking(), T.CallTIRRewrite()]
+
+
+def finalize():
+    T = _transform()
+    return [
+        T.StaticPlanBlockMemory(),
+        T.LowerAllocTensor(),
+        T.KillAfterLastUse(),
+        T.LowerRuntimeBuiltin(),
+        T.ComputePrimValue(),
+        T.VMShapeLower(),
+        T.AttachGlobalSymbol(),
+    ]
+
+
+TRANSFORM_PHASES = [("canonicalize", canonicalize), ("lift", lift_parameter_transforms),
+                    ("legalize-fuse", legalize_and_fuse)]
+EXPORT_PHASES = [("lower-dataflow", lower_dataflow), ("finalize", finalize)]
+
+
+def run_phases(mod, phases, *, target=None, dump_dir: Path | None = None):
+    import tvm
+
+    for name, make_passes in phases:
+        with tvm.transform.PassContext(opt_level=3):
+            if target is not None:
+                with target:
+                    mod = tvm.transform.Sequential(make_passes())(mod)
+            else:
+                mod = tvm.transform.Sequential(make_passes())(mod)
+        if dump_dir is not None:
+            dump_dir.mkdir(parents=True, exist_ok=True)
+            (dump_dir / f"{name}.py").write_text(mod.script(show_meta=False))
+    return mod
+
+
+def export_pipeline():
+    """The Relax pipeline that relax.build runs on an already scheduled module."""
+    import tvm
+
+    @tvm.transform.module_pass(opt_level=0, name="WebSDExport")
+    def _pipeline(mod, ctx):
+        return tvm.transform.Sequential(lower_dataflow() + finalize())(mod)
+
+    return _pipeline

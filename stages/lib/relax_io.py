@@ -1,0 +1,34 @@
+"""Relax modules on disk: a JSON envelope with a format name, a version and the module's own metadata,
+around TVM's JSON serialisation of the IRModule. Readers check format and version before anything else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .cli import ARTIFACT_VERSION, StageError, write_bytes_if_changed
+
+FORMAT = "websd-relax-module"
+
+
+def save_module(path: Path, mod, meta: dict) -> bool:
+    import tvm
+
+    envelope = {"format": FORMAT, "version": ARTIFACT_VERSION, "meta": meta, "ir": tvm.ir.save_json(mod)}
+    return write_bytes_if_changed(path, json.dumps(envelope, sort_keys=True).encode())
+
+
+def load_module(path: Path, made_by: str):
+    """Returns (IRModule, meta). `made_by` is the make target that writes `path`, for the error message."""
+    import tvm
+
+    if not Path(path).exists():
+        raise StageError(f"missing {path}; it is made by `{made_by}`")
+    try:
+        envelope = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise StageError(f"{path} is not a readable module file ({err}); remove it and run `{made_by}`") from None
+    if envelope.get("format") != FORMAT or envelope.get("version") != ARTIFACT_VERSION:
+        raise StageError(f"{path} has format {envelope.get('format')} v{envelope.get('version')}, expected "
+                         f"{FORMAT} v{ARTIFACT_VERSION}; remove it and run `{made_by}`")
+    return tvm.ir.load_json(envelope["ir"]), envelope["meta"]

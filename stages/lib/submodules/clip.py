@@ -1,0 +1,32 @@
+"""CLIP text encoder over the negative and the positive prompt at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import Entry
+
+
+class TextEncoder(torch.nn.Module):
+    """input_ids int32 (2, 77), row 0 negative, row 1 positive -> last hidden state (2, 77, D)."""
+
+    def __init__(self, text_encoder):
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids):
+        return self.text_encoder(input_ids, return_dict=False)[0]
+
+
+def entries(weights: Path) -> list[Entry]:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(**json.loads((weights / "text_encoder" / "config.json").read_text()))
+    config.attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = CLIPTextModel(config).eval()
+    ids = torch.zeros(2, config.max_position_embeddings, dtype=torch.int32)
+    return [Entry("clip", TextEncoder(model), (ids,), ("input_ids",), "text_encoder.")]

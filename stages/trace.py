@@ -1,0 +1,90 @@
+"""trace: one diffusers submodule -> a Relax IRModule, its weights kept as parameters.
+
+    python stages/trace.py --variant-dir artifacts/sd15-tiny --submodule unet --weights artifacts/sd15-tiny/weights
+
+Exports each of the submodule's wrapper functions (stages/lib/submodules/) with torch.export and imports it
+with TVM's ExportedProgram frontend. Only the configuration is read here: the module is built with
+throw-away weights, so new weights with the same architecture do not re-trace. The parameter list of each
+function (Relax name -> checkpoint tensor name, shape, dtype) goes into the file's metadata for dump-params.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lib.cli import log_stage, paths_from, run_stage, stage_parser, write_provenance  # noqa: E402
+from lib.models import check_weights_folder, family  # noqa: E402
+from lib.relax_io import save_module  # noqa: E402
+
+
+def trace_entry(entry):
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+
+    with torch.no_grad():
+        program = torch.export.export(entry.module, entry.example_inputs)
+    mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True)
+    # Non-persistent buffers (CLIP's position_ids) are in no checkpoint; the frontend makes them constants.
+    state = program.state_dict
+    constants = {spec.arg.name for spec in program.graph_signature.input_specs
+                 if spec.kind.name == "BUFFER" and spec.target not in state}
+    func = mod["main"]
+    # The frontend copies every weight into the function's attributes; weights travel through dump-params
+    # instead, so drop them and keep the module small and independent of the weight values.
+    func = func.without_attr("params").with_attr("global_symbol", entry.function)
+    params = []
+    for spec in program.graph_signature.input_specs:
+        if spec.kind.name not in ("PARAMETER", "BUFFER") or spec.arg.name in constants:
+            continue
+        source = spec.target
+        assert source.startswith(entry.weights_prefix), (source, entry.weights_prefix)
+        tensor = state[source]
+        params.append({
+            "name": spec.arg.name,
+            "source": source[len(entry.weights_prefix):],
+            "shape": list(tensor.shape),
+            "dtype": str(tensor.dtype).replace("torch.", ""),
+        })
+    relax_names = [p.name for p in func.params]
+    num_inputs = len(entry.input_names)
+    assert relax_names[num_inputs:] == [p["name"] for p in params], "parameter order differs from the export"
+    inputs = [{"name": name, "shape": [int(d) for d in t.shape], "dtype": str(t.dtype).replace("torch.", "")}
+              for name, t in zip(entry.input_names, entry.example_inputs)]
+    return func, {"inputs": inputs, "params": params}
+
+
+def main():
+    parser = stage_parser(__doc__)
+    parser.add_argument("--weights", type=Path, required=True, help="diffusers folder (save_pretrained layout)")
+    args = parser.parse_args()
+    paths = paths_from(args)
+    fam = family(paths.family)
+    sub = fam.submodule(args.submodule)
+    check_weights_folder(args.weights, fam)
+
+    import tvm
+
+    from lib.submodules import load_entries
+
+    start = time.time()
+    functions, meta = {}, {"family": fam.name, "submodule": sub.name, "functions": {}}
+    for entry in load_entries(sub.name, args.weights):
+        func, func_meta = trace_entry(entry)
+        functions[entry.function] = func
+        meta["functions"][entry.function] = func_meta
+    mod = tvm.IRModule(functions)
+    configs = [args.weights / sub.folder / "config.json"] if sub.folder else [args.weights / "unet" / "config.json"]
+    wrote = save_module(paths.traced, mod, meta)
+    write_provenance(paths.traced, "trace", configs, {"weights": str(args.weights)})
+    log_stage(paths, "trace")
+    n_params = sum(len(f["params"]) for f in meta["functions"].values())
+    print(f"trace {paths.variant}/{sub.name}: {len(functions)} function(s), {n_params} parameters, "
+          f"{time.time() - start:.1f}s -> {paths.traced}{'' if wrote else ' (unchanged)'}")
+
+
+if __name__ == "__main__":
+    run_stage("trace", main)
