@@ -1,8 +1,8 @@
 """Scheduler runners: each denoising step as float coefficients handed to an injected `lincomb`.
 
-    from lib.schedulers import load_scheduler
+    from lib.schedulers import f32, load_scheduler
     sched = load_scheduler(json.loads(path.read_text()), "dpm", num_inference_steps=20)
-    latents = lincomb([sched.init_noise_sigma], [noise])           # or noise * init_noise_sigma
+    latents = lincomb([f32(sched.init_noise_sigma)], [noise])      # or noise * init_noise_sigma
     for i in range(sched.num_steps):
         x = sched.scale_model_input(i, latents, lincomb)
         eps = unet(x, sched.timestep(i), ...)
@@ -24,7 +24,8 @@ lincomb
 Step indices
     `step(i, ...)` must be called with i = 0, 1, ..., num_steps - 1 in order (the history depends on it);
     `num_steps` is the number of UNet evaluations, which for PNDM is num_inference_steps + 1 (diffusers
-    repeats one timestep; see PNDM below).
+    repeats one timestep; see PNDM below). Per step, lincomb is called once (PNDM, Euler) or twice (DPM),
+    plus once in Euler's scale_model_input (PNDM and DPM return the sample itself).
 
 File layout (scheduler.v1/<file>.json, format FORMAT, version VERSION)
     {
@@ -32,7 +33,7 @@ File layout (scheduler.v1/<file>.json, format FORMAT, version VERSION)
       "scheduler": "pndm" | "dpm" | "euler",          the runtime name (FILES maps it to the file name)
       "diffusers_class": "PNDMScheduler", "diffusers_version": "0.42.1",
       "config": {...},                               the effective diffusers config (for the record only)
-      "schedules": {"1": {...}, "2": {...}, ..., "100": {...}}
+      "schedules": {"1": {...}, "2": {...}, ..., "50": {...}}    (the stage's --steps, default 1-50)
     }
     One file per scheduler holds one schedule per offered step count (keys are the decimal step count), so a
     steps slider can pick any of them without another build. Every schedule has
@@ -52,10 +53,14 @@ File layout (scheduler.v1/<file>.json, format FORMAT, version VERSION)
            timesteps_exact: diffusers' float timesteps (EulerDiscrete with "linspace" spacing gives
            fractional ones such as 946.42); `timesteps` holds them rounded to the nearest integer (ties to
            even) because the compiled UNet takes an int32 timestep.
-    Example (pndm, the "2" schedule of SD 1.5, digits cut here):
+    Example: SD 1.5 (PNDMScheduler config), scheduler_pndm_consts.json, schedule "2" (digits cut here):
         {"num_inference_steps": 2, "num_steps": 3, "init_noise_sigma": 1.0, "timesteps": [501, 1, 1],
-         "sample_coeff": [11.71, 11.71, 1.0004], "alpha_diff": [0.9921, 0.9921, -8.4e-05],
-         "model_output_denom_coeff": [...]}
+         "sample_coeff": [1.90530381, 1.90530381, 1.00042762], "alpha_diff": [0.72329718, 0.72329718, 0.00085396],
+         "model_output_denom_coeff": [0.45748486, 0.45748486, 0.07033200]}
+    and scheduler_euler_discrete_consts.json, schedule "2":
+        {"num_inference_steps": 2, "num_steps": 2, "init_noise_sigma": 14.6146469, "timesteps": [999, 0],
+         "timesteps_exact": [999.0, 0.0], "sigmas": [14.6146469, 0.0291675, 0.0], "input_scale": [0.0682649, 0.9995749]}
+    Numbers are written with full float64 precision (Python's repr), which JSON.parse reads back exactly.
 """
 
 from __future__ import annotations
