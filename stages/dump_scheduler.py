@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     config_path = args.weights / "scheduler" / "scheduler_config.json"
     if not config_path.is_file():
         raise StageError(f"missing {config_path}: --weights must be a diffusers folder (save_pretrained layout); "
-                         f"generated ones are made by `make {paths.variant} WEIGHTS=tiny|random`")
+                         f"generated ones are made by `make {paths.family} WEIGHTS=tiny|random`")
     config = json.loads(config_path.read_text())
 
     from diffusers.utils import logging as diffusers_logging
@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, (class_name, file) in SCHEDULERS.items():
         out = paths.scheduler_dir / file
         consts = build_consts(name, config, steps)
-        json.dumps(consts, allow_nan=False)  # JSON.parse refuses NaN and Infinity; fail here, not in the browser
+        try:
+            json.dumps(consts, allow_nan=False)  # JSON.parse refuses NaN and Infinity: fail here, not in the browser
+        except ValueError as err:
+            raise StageError(f"{name}: the constants are not strict JSON ({err})") from None
         changed = write_json_if_changed(out, consts)
         write_provenance(out, STAGE, [config_path], {"steps": f"{steps[0]}-{steps[-1]}" if
                                                       steps == list(range(steps[0], steps[-1] + 1)) else steps})
