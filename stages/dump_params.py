@@ -12,6 +12,8 @@ the web runtime verifies.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 import time
@@ -94,8 +96,9 @@ def main():
         assert list(v.shape) == p["shape"] and str(v.dtype) == p["dtype"], (p, v.shape, v.dtype)
 
     with dir_if_changed(paths.params_dir) as tmp:
-        tvmjs.dump_tensor_cache(dict(zip(names, values)), str(tmp), encode_format="raw",
-                                shard_cap_mb=SHARD_MB, show_progress=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints progress lines of its own
+            tvmjs.dump_tensor_cache(dict(zip(names, values)), str(tmp), encode_format="raw",
+                                    shard_cap_mb=SHARD_MB, show_progress=False)
         cache_json = tmp / "tensor-cache.json"
         cache = json.loads(cache_json.read_text())
         for shard in cache["records"]:

@@ -11,6 +11,7 @@ ships (nothing comes from a hub).
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -43,6 +44,10 @@ def generate(fam, size: str, out: Path) -> None:
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(out, safe_serialization=True)
+    # Write the tokenizer as released SD 1.5 folders hold it (vocab.json + merges.txt), not in the
+    # tokenizer.json form transformers 5 saves, so generated and real weights take the same path.
+    shutil.rmtree(out / "tokenizer")
+    write_clip_tokenizer(out / "tokenizer")
 
 
 def main():

@@ -143,6 +143,13 @@ def require(path: Path, made_by: str) -> Path:
 # make does not rebuild dependents for nothing.
 
 
+# mkstemp/mkdtemp create owner-only files; artifacts are served to browsers and copied for deployment, so
+# they get the ordinary umask-derived modes.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
 def write_bytes_if_changed(path: Path, data: bytes) -> bool:
     """Returns True when the file was (re)written."""
     path = Path(path)
@@ -153,6 +160,7 @@ def write_bytes_if_changed(path: Path, data: bytes) -> bool:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -176,6 +184,7 @@ def file_if_changed(path: Path):
         tmp = tmp_dir / path.name
         yield tmp
         if not (path.exists() and filecmp.cmp(tmp, path, shallow=False)):
+            os.chmod(tmp, _FILE_MODE)
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -198,6 +207,7 @@ def dir_if_changed(path: Path):
         yield tmp
         if path.exists() and _same_tree(tmp, path):
             return
+        os.chmod(tmp, _FILE_MODE | 0o111)
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():

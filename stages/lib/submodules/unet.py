@@ -13,8 +13,9 @@ from . import Entry
 class GuidedUNet(torch.nn.Module):
     """(latents, timestep, [negative; positive] embeddings, guidance) -> guided noise prediction.
 
-    The timestep is int32 because WebGPU has no 64-bit integers; the guidance scale is an input, not a
-    constant, so the page can change it without a rebuild.
+    The timestep is float32: WebGPU has no 64-bit numbers, and Euler's "linspace" spacing gives fractional
+    timesteps (946.42...) that diffusers passes to the UNet unrounded; float32 holds every integer timestep
+    exactly too. The guidance scale is an input, not a constant, so the page can change it without a rebuild.
     """
 
     def __init__(self, unet):
@@ -37,7 +38,7 @@ def entries(weights: Path) -> list[Entry]:
     size = config["sample_size"]
     inputs = (
         torch.zeros(1, config["in_channels"], size, size),
-        torch.tensor(1, dtype=torch.int32),
+        torch.tensor(1.0),
         torch.zeros(2, 77, config["cross_attention_dim"]),
         torch.tensor(7.5),
     )

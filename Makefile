@@ -1,0 +1,221 @@
+# Stable Diffusion in the browser: the build graph.
+#
+#   make sd15 WEIGHTS=tiny|random|/path/to/diffusers-folder    build one variant into artifacts/<variant>/
+#   make reference ... / make test / make demo                  see `make help`
+#
+# Reading guide: model (MODEL) -> submodule (SUBS_<model>) -> stage (one script in stages/) -> file.
+# Every file of a variant lives at artifacts/<variant>/<submodule>/<stage output>.v<version>.<ext>.
+# A stage rewrites its output only when the bytes change and records each run in a hidden stamp beside it
+# (GCC's move-if-change + stamp idiom): make compares the stamp, dependents compare the output, so a
+# rebuild that changes nothing stops there.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+# A failed recipe must not leave a target that looks finished.
+.DELETE_ON_ERROR:
+.SUFFIXES:
+.SECONDEXPANSION:
+# Every file here costs seconds to hours to make: never delete one as an "intermediate" (GNU make would
+# delete files reached only through chained pattern rules; .NOTINTERMEDIATE needs make 4.4).
+.SECONDARY:
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+
+# ---- what to build ------------------------------------------------------------------------------------
+MODELS        := sd15
+SUBS_sd15     := clip unet vae sched
+WEIGHTED_sd15 := clip unet vae
+# Where each submodule's config and weights sit in a diffusers folder.
+FOLDER_clip := text_encoder
+FOLDER_unet := unet
+FOLDER_vae  := vae
+FOLDER_sched := unet
+WASM_sd15   := stable_diffusion_webgpu.wasm
+
+MODEL     ?= $(or $(firstword $(filter $(MODELS),$(MAKECMDGOALS))),sd15)
+WEIGHTS   ?=
+ARTIFACTS ?= artifacts
+TUNING    ?= artifacts/tuning
+PY        ?= .venv/bin/python
+V         ?= 0
+
+ifeq ($(WEIGHTS),tiny)
+  VARIANT ?= $(MODEL)-tiny
+  SRC     := $(ARTIFACTS)/$(VARIANT)/weights
+else ifeq ($(WEIGHTS),random)
+  VARIANT ?= $(MODEL)-random
+  SRC     := $(ARTIFACTS)/$(VARIANT)/weights
+else
+  VARIANT ?= $(MODEL)
+  SRC     := $(WEIGHTS)
+endif
+A    := $(ARTIFACTS)/$(VARIANT)
+SUBS := $(SUBS_$(MODEL))
+RUNTIME := $(ARTIFACTS)/tvm-runtime/0.27.0.post1
+
+ifeq ($(V),1)
+  Q :=
+else
+  Q := @
+endif
+# One short line per stage run (`STAGE artifacts/sd15-tiny/unet`); V=1 shows the full commands.
+say = @printf '  %-14s %s\n' '$1' '$2'
+
+# ---- the variant's files --------------------------------------------------------------------------------
+LIBS    := $(foreach s,$(SUBS),$(A)/$(s)/lib.webgpu.v1.tar $(A)/$(s)/lib.cpu.v1.so)
+PARAMS  := $(foreach s,$(WEIGHTED_$(MODEL)),$(A)/$(s)/params.v1/tensor-cache.json)
+SCHEDULER_FILES := $(addprefix $(A)/scheduler.v1/,scheduler_pndm_consts.json \
+                   scheduler_dpm_solver_multistep_consts.json scheduler_euler_discrete_consts.json)
+TOKENIZER_FILES := $(A)/tokenizer.v1/tokenizer/tokenizer.json
+WASM    := $(A)/$(WASM_$(MODEL))
+OUTPUTS := $(LIBS) $(PARAMS) $(SCHEDULER_FILES) $(TOKENIZER_FILES)
+
+.PHONY: help setup sd15 sdxl reference test clean FORCE
+help:
+	@sed -n '3,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+sd15: $(OUTPUTS) ## build SD 1.5: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name]
+	@echo "$(VARIANT): $(words $(OUTPUTS)) artifacts up to date in $(A)/ (what ran: $(A)/build.log)"
+
+sdxl: ## SDXL (not built yet)
+	@echo "make sdxl: SDXL is not part of this build yet; build SD 1.5 with 'make sd15 WEIGHTS=...'" >&2; exit 2
+
+# ---- input checks, at parse time, so a wrong WEIGHTS gets one clear line and nothing starts -----------
+BUILD_GOALS := $(MODELS) reference
+ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
+  ifeq ($(WEIGHTS),)
+    $(error WEIGHTS is not set: give WEIGHTS=tiny (small test model), WEIGHTS=random (full size, random) or WEIGHTS=/path/to/a/diffusers/folder)
+  endif
+  ifeq ($(filter tiny random,$(WEIGHTS)),)
+    ifeq ($(wildcard $(WEIGHTS)),)
+      $(error WEIGHTS=$(WEIGHTS): no such folder; give a diffusers folder (as save_pretrained writes it), or WEIGHTS=tiny|random)
+    endif
+    MISSING := $(foreach f,$(sort $(foreach s,$(SUBS),$(FOLDER_$(s)))) tokenizer scheduler,$(if $(wildcard $(WEIGHTS)/$(f)/.),,$(f)))
+    ifneq ($(MISSING),)
+      $(error WEIGHTS=$(WEIGHTS) lacks $(MISSING)/: a $(MODEL) diffusers folder has text_encoder/ tokenizer/ unet/ vae/ scheduler/)
+    endif
+  endif
+endif
+
+# ---- setup: Debian packages, the Python venv, npm packages (idempotent) ------------------------------
+APT_PACKAGES := emscripten chromium libvulkan1
+setup: build/.apt.stamp .venv/.stamp node_modules/.stamp ## install what the build and tests need
+
+build/.apt.stamp: | build/
+	$(Q)missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "  APT $$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	$(Q)touch $@
+
+.venv/.stamp: requirements.txt
+	$(call say,VENV,.venv)
+	$(Q)test -x .venv/bin/python || python3 -m venv .venv
+	$(Q).venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	$(Q).venv/bin/pip install -q --disable-pip-version-check --no-deps open_clip_torch==3.3.0
+	$(Q)touch $@
+
+node_modules/.stamp: package.json package-lock.json
+	$(call say,NPM,node_modules)
+	$(Q)npm ci --no-audit --no-fund --loglevel=error
+	$(Q)touch $@
+
+SETUP := build/.apt.stamp .venv/.stamp node_modules/.stamp
+%/:
+	$(Q)mkdir -p $@
+
+# ---- stages ---------------------------------------------------------------------------------------------
+# `$(call missing,FILE)` adds FORCE when FILE is gone, so a deleted output is remade even if its stamp is not.
+missing = $(if $(wildcard $1),,FORCE)
+STAGE = $(PY) stages/$1.py --variant-dir $(A)
+LIB := stages/lib/cli.py stages/lib/models.py stages/lib/relax_io.py
+PIPELINE := stages/lib/pipeline.py stages/lib/targets.py $(wildcard stages/lib/passes/*.py)
+
+# weights: WEIGHTS=tiny|random only; a real folder is read where it is.
+GENERATED := $(if $(filter tiny random,$(WEIGHTS)),$(A)/weights/.stamp)
+$(A)/weights/.stamp: stages/make_weights.py stages/lib/clip_vocab.py $(LIB) $$(call missing,$(A)/weights/model_index.json) | $(SETUP)
+	$(call say,WEIGHTS,$(A)/weights)
+	$(Q)$(call STAGE,make_weights) --size $(WEIGHTS)
+	$(Q)touch $@
+$(SRC)/%: $(GENERATED) ;
+
+# trace: reads only config.json, so new weights for the same architecture do not re-trace.
+$(A)/%/traced.v1.json: $(A)/%/.trace.stamp ;
+$(A)/%/.trace.stamp: $$(SRC)/$$(FOLDER_$$*)/config.json stages/trace.py stages/lib/submodules/$$*.py \
+		stages/lib/submodules/__init__.py $(LIB) $(GENERATED) $$(call missing,$$(@D)/traced.v1.json) | $(SETUP)
+	$(call say,TRACE,$(@D))
+	$(Q)$(call STAGE,trace) --submodule $* --weights $(SRC)
+	$(Q)touch $@
+
+# transform: target-independent Relax phases; also splits off the build-time parameter transform.
+$(A)/%/lowered.v1.json $(A)/%/transform_params.v1.json: $(A)/%/.transform.stamp ;
+$(A)/%/.transform.stamp: $(A)/%/traced.v1.json stages/transform.py $(LIB) $(PIPELINE) \
+		$$(call missing,$$(@D)/lowered.v1.json) $$(call missing,$$(@D)/transform_params.v1.json)
+	$(call say,TRANSFORM,$(@D))
+	$(Q)$(call STAGE,transform) --submodule $*
+	$(Q)touch $@
+
+# tune: applies artifacts/tuning/<model>/<submodule>/ (MetaSchedule database); dlight for the rest.
+$(A)/%/scheduled.webgpu.v1.json: $(A)/%/.tune.stamp ;
+$(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $(TUNING)/$(MODEL)/$$*/*.json) stages/tune.py $(LIB) \
+		$(PIPELINE) $$(call missing,$$(@D)/scheduled.webgpu.v1.json)
+	$(call say,TUNE,$(@D))
+	$(Q)$(call STAGE,tune) --submodule $* --tuning-dir $(TUNING)/$(MODEL)/$*
+	$(Q)touch $@
+
+# export-lib: each submodule compiled on its own; WebGPU objects (wasm32 host) and a CPU library.
+$(A)/%/lib.webgpu.v1.tar: $(A)/%/.export-webgpu.stamp ;
+$(A)/%/.export-webgpu.stamp: $(A)/%/scheduled.webgpu.v1.json stages/export_lib.py $(LIB) $(PIPELINE) \
+		$$(call missing,$$(@D)/lib.webgpu.v1.tar)
+	$(call say,EXPORT-LIB,$(@D) webgpu)
+	$(Q)$(call STAGE,export_lib) --submodule $* --target webgpu
+	$(Q)touch $@
+
+$(A)/%/lib.cpu.v1.so: $(A)/%/.export-cpu.stamp ;
+$(A)/%/.export-cpu.stamp: $(A)/%/lowered.v1.json stages/export_lib.py $(LIB) $(PIPELINE) \
+		$$(call missing,$$(@D)/lib.cpu.v1.so)
+	$(call say,EXPORT-LIB,$(@D) cpu)
+	$(Q)$(call STAGE,export_lib) --submodule $* --target cpu
+	$(Q)touch $@
+
+# dump-params: the only stage that reads the weights themselves.
+$(A)/%/params.v1/tensor-cache.json: $(A)/%/.params.stamp ;
+$(A)/%/.params.stamp: $(A)/%/transform_params.v1.json $$(wildcard $$(SRC)/$$(FOLDER_$$*)/*.safetensors) \
+		$(GENERATED) stages/dump_params.py $(LIB) $$(call missing,$$(@D)/params.v1/tensor-cache.json)
+	$(call say,DUMP-PARAMS,$(@D))
+	$(Q)$(call STAGE,dump_params) --submodule $* --weights $(SRC)
+	$(Q)touch $@
+
+# dump-scheduler and dump-tokenizer: per variant, from the model's own config files.
+$(SCHEDULER_FILES): $(A)/.scheduler.stamp ;
+$(A)/.scheduler.stamp: $(SRC)/scheduler/scheduler_config.json stages/dump_scheduler.py stages/lib/schedulers.py \
+		$(LIB) $(GENERATED) $(foreach f,$(SCHEDULER_FILES),$(call missing,$(f))) | $(SETUP)
+	$(call say,DUMP-SCHEDULER,$(A)/scheduler.v1)
+	$(Q)$(call STAGE,dump_scheduler) --weights $(SRC)
+	$(Q)touch $@
+
+$(TOKENIZER_FILES): $(A)/.tokenizer.stamp ;
+$(A)/.tokenizer.stamp: $(SRC)/tokenizer/tokenizer_config.json stages/dump_tokenizer.py stages/lib/clip_vocab.py \
+		$(LIB) $(GENERATED) $(call missing,$(TOKENIZER_FILES)) | $(SETUP)
+	$(call say,DUMP-TOKENIZER,$(A)/tokenizer.v1)
+	$(Q)$(call STAGE,dump_tokenizer) --weights $(SRC)
+	$(Q)touch $@
+
+# ---- reference and tests --------------------------------------------------------------------------------
+PROMPT   ?= a photo of an astronaut riding a horse on the moon
+NEGATIVE ?=
+SEED     ?= 0
+STEPS    ?= 20
+SCHEDULER ?= dpm
+GUIDANCE ?= 7.5
+OUT      ?= reference.png
+
+reference: $(GENERATED) | $(SETUP) ## PyTorch/diffusers ground truth: PROMPT= NEGATIVE= SEED= STEPS= SCHEDULER=pndm|dpm|euler GUIDANCE= OUT=
+	$(Q)$(PY) stages/reference.py --model $(MODEL) --weights $(SRC) --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
+	  --seed $(SEED) --steps $(STEPS) --scheduler $(SCHEDULER) --guidance $(GUIDANCE) --out $(OUT)
+
+test: | $(SETUP) ## run the test suite (CPU parity, incremental builds, WebGPU on SwiftShader, browser)
+	$(Q)$(PY) -m pytest tests/python -q
+
+clean: ## remove generated artifacts (keeps artifacts/tuning/, the venv and node_modules)
+	rm -rf $(filter-out $(ARTIFACTS)/tuning,$(wildcard $(ARTIFACTS)/*)) build
+
+FORCE:
