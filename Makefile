@@ -89,9 +89,10 @@ ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
     ifeq ($(wildcard $(WEIGHTS)),)
       $(error WEIGHTS=$(WEIGHTS): no such folder; give a diffusers folder (as save_pretrained writes it), or WEIGHTS=tiny|random)
     endif
-    MISSING := $(foreach f,$(sort $(foreach s,$(SUBS),$(FOLDER_$(s)))) tokenizer scheduler,$(if $(wildcard $(WEIGHTS)/$(f)/.),,$(f)))
+    # strip: foreach joins its empty results with spaces, and a blank MISSING is not empty to ifneq.
+    MISSING := $(strip $(foreach f,$(sort $(foreach s,$(SUBS),$(FOLDER_$(s)))) tokenizer scheduler,$(if $(wildcard $(WEIGHTS)/$(f)/.),,$(f))))
     ifneq ($(MISSING),)
-      $(error WEIGHTS=$(WEIGHTS) lacks $(MISSING)/: a $(MODEL) diffusers folder has text_encoder/ tokenizer/ unet/ vae/ scheduler/)
+      $(error WEIGHTS=$(WEIGHTS) lacks $(addsuffix /,$(MISSING)): a $(MODEL) diffusers folder has text_encoder/ tokenizer/ unet/ vae/ scheduler/)
     endif
   endif
 endif
