@@ -109,7 +109,13 @@ def stage_parser(description: str, *, submodule: bool = True) -> argparse.Argume
 
 
 def paths_from(args: argparse.Namespace) -> ArtifactPaths:
-    return ArtifactPaths(args.variant_dir, getattr(args, "submodule", None))
+    paths = ArtifactPaths(args.variant_dir, getattr(args, "submodule", None))
+    if paths.submodule is not None:
+        # An unknown model or submodule is named as such, before any stage looks for its (missing) inputs.
+        from .models import family
+
+        family(paths.family).submodule(paths.submodule)
+    return paths
 
 
 def run_stage(stage: str, main) -> None:
