@@ -77,7 +77,7 @@ def extract_objects(tar_path: Path, into: Path) -> list[Path]:
                     shutil.copyfileobj(src, dst)
                 objects.append(target)
     except (OSError, tarfile.TarError) as err:
-        raise StageError(f"cannot read {tar_path}: {err}") from None
+        raise StageError(f"cannot read {tar_path} as a tar: {str(err).splitlines()[0]}") from None
     if not objects:
         raise StageError(f"{tar_path} holds no .o files; was it exported for the webgpu target?")
     return objects
@@ -141,11 +141,19 @@ def link_wasm(object_tars: list[Path], runtime_dir: Path, out_wasm: Path, *, emc
         raise StageError("nothing to link: no submodule libraries given")
     runtime = runtime_bitcode(runtime_dir)
     with tempfile.TemporaryDirectory(prefix="wasm-link-") as tmp:
-        objects = []
+        objects, device_objects = [], {}
         for i, tar_path in enumerate(object_tars):
             into = Path(tmp) / f"{i}"  # every tar has a lib0.o
             into.mkdir()
-            objects += extract_objects(Path(tar_path), into)
+            for obj in extract_objects(Path(tar_path), into):
+                objects.append(obj)
+                # `<system_lib_prefix>devc.o` holds the shaders; one name twice means one prefix twice,
+                # which wasm-ld would report as a pile of duplicate symbols.
+                if obj.name.endswith("devc.o"):
+                    if obj.name in device_objects:
+                        raise StageError(f"{device_objects[obj.name]} and {tar_path} were compiled with the same "
+                                         f"system_lib_prefix ({obj.name[:-len('devc.o')]!r}); give each its own")
+                    device_objects[obj.name] = tar_path
         out_wasm = Path(out_wasm)
         existed = out_wasm.exists() and out_wasm.stat().st_mtime_ns
         with file_if_changed(out_wasm) as tmp_wasm:
