@@ -66,6 +66,7 @@ window.runFixture = async () => {
     }
   }
   results.adapter = adapter.info ? adapter.info.description || adapter.info.vendor : "?";
+  results.gpuErrors = lib.gpuErrors;
   lib.tvm.dispose();
   return results;
 };
@@ -111,8 +112,12 @@ try {
   page.setDefaultTimeout(300_000);
   const results = await page.evaluate(() => window.runFixture());
   console.log(JSON.stringify(results, null, 1));
+  if (results.gpuErrors.length) {
+    console.error(`WebGPU errors: ${results.gpuErrors.join("; ")}`);
+    failed = true;
+  }
   for (const [name, r] of Object.entries(results)) {
-    if (typeof r === "object" && !(r.relErr <= TOLERANCE)) {
+    if (name !== "gpuErrors" && typeof r === "object" && !(r.relErr <= TOLERANCE)) {
       console.error(`${name}: relative error ${r.relErr} > ${TOLERANCE}`);
       failed = true;
     }

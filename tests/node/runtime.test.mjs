@@ -104,6 +104,7 @@ for (const name of ["lincomb2", "unet"]) {
       lib.tvm.endScope();
       vm.dispose();
     }
+    assert.deepEqual(lib.gpuErrors, []);
     assert.deepEqual(shape, mod.expected.shape);
     assert.ok(actual instanceof Float32Array);
     const err = relativeError(actual, expected);

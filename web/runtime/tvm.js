@@ -94,7 +94,8 @@ function wasiProvider(logger) {
 /**
  * Instantiates the linked wasm with tvmjs and binds it to `gpuDevice` (a GPUDevice, from the browser's
  * navigator.gpu or Node's `webgpu` package; request it with `deviceLimits(adapter)`).
- * Returns a handle: { tvm (the tvmjs Instance), tvmjs, gpu and cpu (DLDevices) }.
+ * Returns a handle: { tvm (the tvmjs Instance), tvmjs, gpu and cpu (DLDevices), gpuErrors (messages of
+ * uncaptured WebGPU errors so far; tvmjs also prints them with console.error) }.
  * `handle.tvm.dispose()` frees everything, the GPUDevice included (tvmjs destroys it).
  * A failed check inside the runtime throws "TVM runtime aborted ..." and leaves the instance unusable.
  */
@@ -102,7 +103,15 @@ export async function instantiateLibrary(wasmBytes, gpuDevice, { logger = consol
   tvmjs = tvmjs ?? defaultTvmjs();
   const tvm = await tvmjs.instantiate(wasmBytes, wasiProvider(logger), logger);
   tvm.initWebGPU(gpuDevice);
-  return { tvm, tvmjs, gpu: tvm.webgpu(0), cpu: tvm.cpu(0) };
+  // WebGPU validation errors (a shader WGSL rejects, a binding over a limit) do not make the call fail:
+  // the dispatch is dropped and the output is garbage. Keep them where callers and tests can look.
+  const gpuErrors = [];
+  gpuDevice.addEventListener("uncapturederror", (event) => {
+    const message = event.error?.message ?? String(event);
+    gpuErrors.push(message);
+    logger(`[webgpu error] ${message}`);
+  });
+  return { tvm, tvmjs, gpu: tvm.webgpu(0), cpu: tvm.cpu(0), gpuErrors };
 }
 
 /**

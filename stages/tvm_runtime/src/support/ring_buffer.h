@@ -29,6 +29,7 @@ class RingBuffer {
   // Consumes exactly `size` bytes; there must be that many.
   void Read(void* data, size_t size) {
     TVM_FFI_ICHECK_GE(bytes_available(), size);
+    if (size == 0) return;
     std::memcpy(data, buffer_.data() + begin_, size);
     Consume(size);
   }
@@ -43,6 +44,7 @@ class RingBuffer {
   }
 
   void Write(const void* data, size_t size) {
+    if (size == 0) return;
     std::memcpy(Grow(size), data, size);
     end_ += size;
   }
