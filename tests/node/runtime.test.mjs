@@ -83,6 +83,13 @@ test("each prefix opens its own VM; an unknown prefix is a clear error", () => {
     opened.dispose();
   }
   assert.throws(() => openVM(lib, "not_linked_here_"), /no Relax VM with system-library prefix "not_linked_here_"/);
+  const sched = openVM(lib, "fixture_sched_");
+  assert.throws(() => sched.fn("lincomb9"), /the "fixture_sched_" VM has no function "lincomb9"/);
+  sched.dispose();
+  // Failed opens leave tvmjs's scope stack balanced: a scope opened now is the only one.
+  lib.tvm.beginScope();
+  lib.tvm.endScope();
+  assert.throws(() => lib.tvm.endScope(), /stack is empty/);
 });
 
 for (const name of ["lincomb2", "unet"]) {

@@ -114,6 +114,16 @@ export async function instantiateLibrary(wasmBytes, gpuDevice, { logger = consol
   return { tvm, tvmjs, gpu: tvm.webgpu(0), cpu: tvm.cpu(0), gpuErrors };
 }
 
+// tvm.withNewScope without its flaw: a throwing action would leave the scope open and the stack skewed.
+function inScope(tvm, action) {
+  tvm.beginScope();
+  try {
+    return action();
+  } finally {
+    tvm.endScope();
+  }
+}
+
 /**
  * Opens the Relax VM of the system library compiled with `system_lib_prefix` = `prefix` (e.g.
  * "sd15_unet_"). tvmjs's systemLib()/createVirtualMachine() only reach the library without a prefix;
@@ -122,7 +132,7 @@ export async function instantiateLibrary(wasmBytes, gpuDevice, { logger = consol
  */
 export function openVM(handle, prefix) {
   const { tvm, tvmjs, gpu } = handle;
-  const vm = tvm.withNewScope(() => {
+  const vm = inScope(tvm, () => {
     // Any prefix gets a library; one that nothing registered under is merely empty.
     const library = tvm.getGlobalFunc("ffi.SystemLib")(prefix);
     const load = library.getFunction("vm_load_executable");
@@ -138,7 +148,12 @@ export function openVM(handle, prefix) {
     vm,
     fn(name) {
       if (!functions.has(name)) {
-        functions.set(name, tvm.withNewScope(() => tvm.detachFromCurrentScope(vm.getFunction(name))));
+        const f = inScope(tvm, () => {
+          const found = vm.getFunction(name);
+          if (typeof found !== "function") throw new Error(`the "${prefix}" VM has no function "${name}"`);
+          return tvm.detachFromCurrentScope(found);
+        });
+        functions.set(name, f);
       }
       return functions.get(name);
     },
@@ -194,11 +209,11 @@ export async function readTensor(handle, tensor) {
   const Type = TYPED_ARRAYS[tensor.dtype];
   if (Type === undefined) throw new Error(`readTensor: unsupported dtype ${tensor.dtype}`);
   // A detached staging tensor: scopes are a stack and must not stay open across the await.
-  const staging = tvm.withNewScope(() => tvm.detachFromCurrentScope(tvm.empty(tensor.shape, tensor.dtype, handle.cpu)));
+  const staging = inScope(tvm, () => tvm.detachFromCurrentScope(tvm.empty(tensor.shape, tensor.dtype, handle.cpu)));
   try {
-    tvm.withNewScope(() => staging.copyFrom(tensor));
+    inScope(tvm, () => staging.copyFrom(tensor));
     await handle.gpu.sync();
-    const bytes = tvm.withNewScope(() => staging.toRawBytes());
+    const bytes = inScope(tvm, () => staging.toRawBytes());
     return new Type(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
   } finally {
     staging.dispose();
