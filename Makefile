@@ -67,9 +67,10 @@ SCHEDULER_FILES := $(addprefix $(A)/scheduler.v1/,scheduler_pndm_consts.json \
                    scheduler_dpm_solver_multistep_consts.json scheduler_euler_discrete_consts.json)
 TOKENIZER_FILES := $(A)/tokenizer.v1/tokenizer/tokenizer.json
 WASM    := $(A)/$(WASM_$(MODEL))
-OUTPUTS := $(LIBS) $(PARAMS) $(SCHEDULER_FILES) $(TOKENIZER_FILES)
+MANIFEST := $(A)/model.json
+OUTPUTS := $(LIBS) $(PARAMS) $(SCHEDULER_FILES) $(TOKENIZER_FILES) $(WASM) $(MANIFEST)
 
-.PHONY: help setup sd15 sdxl reference test clean FORCE
+.PHONY: help setup sd15 sdxl reference generate test clean FORCE
 help:
 	@sed -n '3,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
@@ -80,7 +81,7 @@ sdxl: ## SDXL (not built yet)
 	@echo "make sdxl: SDXL is not part of this build yet; build SD 1.5 with 'make sd15 WEIGHTS=...'" >&2; exit 2
 
 # ---- input checks, at parse time, so a wrong WEIGHTS gets one clear line and nothing starts -----------
-BUILD_GOALS := $(MODELS) reference
+BUILD_GOALS := $(MODELS) reference generate
 ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
   ifeq ($(WEIGHTS),)
     $(error WEIGHTS is not set: give WEIGHTS=tiny (small test model), WEIGHTS=random (full size, random) or WEIGHTS=/path/to/a/diffusers/folder)
@@ -200,7 +201,31 @@ $(A)/.tokenizer.stamp: $(SRC)/tokenizer/tokenizer_config.json stages/dump_tokeni
 	$(Q)$(call STAGE,dump_tokenizer) --weights $(SRC)
 	$(Q)touch $@
 
-# ---- reference and tests --------------------------------------------------------------------------------
+# build-runtime: TVM's C++ web runtime -> wasm bitcode, once per TVM version (stages/tvm_runtime/ holds the
+# headers the wheel lacks).
+RUNTIME_FILES := $(addprefix $(RUNTIME)/,wasm_runtime.bc tvmjs_support.bc webgpu_runtime.bc)
+# (The stamp sits beside the folder: build_runtime.py replaces the folder as a whole.)
+$(RUNTIME_FILES): $(RUNTIME).stamp ;
+$(RUNTIME).stamp: stages/build_runtime.py $(shell find stages/tvm_runtime -name '*.h') \
+		$(foreach f,$(RUNTIME_FILES),$(call missing,$(f))) | $(SETUP)
+	$(call say,BUILD-RUNTIME,$(RUNTIME))
+	$(Q)$(PY) stages/build_runtime.py --out-dir $(RUNTIME)
+	$(Q)touch $@
+
+# link: every submodule's WebGPU objects + the runtime -> the one .wasm the page loads.
+$(WASM): $(A)/.link.stamp ;
+$(A)/.link.stamp: $(foreach s,$(SUBS),$(A)/$(s)/lib.webgpu.v1.tar) $(RUNTIME_FILES) stages/export_lib.py \
+		stages/lib/wasm_link.py $(LIB) $(call missing,$(WASM))
+	$(call say,LINK,$(WASM))
+	$(Q)$(call STAGE,export_lib) --link --runtime-dir $(RUNTIME)
+	$(Q)touch $@
+
+# manifest: model.json, every file the runtimes load with its size and sha256.
+$(MANIFEST): $(filter-out $(MANIFEST),$(OUTPUTS)) stages/write_manifest.py $(LIB)
+	$(call say,MANIFEST,$@)
+	$(Q)$(call STAGE,write_manifest)
+
+# ---- generation, reference and tests --------------------------------------------------------------------------------
 PROMPT   ?= a photo of an astronaut riding a horse on the moon
 NEGATIVE ?=
 SEED     ?= 0
@@ -212,6 +237,13 @@ OUT      ?= reference.png
 reference: $(GENERATED) | $(SETUP) ## PyTorch/diffusers ground truth: PROMPT= NEGATIVE= SEED= STEPS= SCHEDULER=pndm|dpm|euler GUIDANCE= OUT=
 	$(Q)$(PY) stages/reference.py --model $(MODEL) --weights $(SRC) --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
 	  --seed $(SEED) --steps $(STEPS) --scheduler $(SCHEDULER) --guidance $(GUIDANCE) --out $(OUT)
+
+# Dawn finds a GPU through Vulkan; with none, SwiftShader (Chromium's CPU Vulkan) stands in.
+SWIFTSHADER_ICD := /usr/lib/chromium/vk_swiftshader_icd.json
+GPU_ENV := $(if $(wildcard /dev/nvidia0 /dev/dri/renderD*),,VK_ICD_FILENAMES=$(SWIFTSHADER_ICD))
+generate: sd15 ## WebGPU in Node (Dawn): same options as reference, OUT=file.png
+	$(Q)$(GPU_ENV) node web/node/generate.mjs --model $(MANIFEST) --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
+	  --seed $(SEED) --steps $(STEPS) --scheduler $(SCHEDULER) --guidance $(GUIDANCE) --out $(OUT) --quiet
 
 test: | $(SETUP) ## run the test suite (CPU parity, incremental builds, WebGPU on SwiftShader, browser)
 	$(Q)$(PY) -m pytest tests/python -q

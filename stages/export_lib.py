@@ -2,9 +2,13 @@
 
     python stages/export_lib.py --variant-dir artifacts/sd15-tiny --submodule unet --target webgpu|cpu
 
+    python stages/export_lib.py --variant-dir artifacts/sd15-tiny --link --runtime-dir artifacts/tvm-runtime/<ver>
+
 webgpu: the scheduled module, compiled with a wasm32 host into object files (a tar), as a TVM system
 library with its own prefix (sd15_unet_...), so every submodule is compiled on its own and the link step
 only combines objects. cpu: the lowered module compiled to a shared library, for tests and the reference.
+--link: every submodule's WebGPU objects + the TVM web runtime -> the family's .wasm (e.g.
+stable_diffusion_webgpu.wasm), the one library the page loads.
 """
 
 from __future__ import annotations
@@ -35,10 +39,34 @@ def deterministic_tar(src: Path) -> bytes:
     return out.getvalue()
 
 
+def link(paths, fam, runtime_dir: Path) -> None:
+    from lib.cli import ArtifactPaths
+    from lib.wasm_link import link_wasm
+
+    start = time.time()
+    tars = [ArtifactPaths(paths.variant_dir, sub.name).lib("webgpu") for sub in fam.submodules]
+    out = paths.variant_dir / fam.wasm_name
+    wrote = link_wasm(tars, runtime_dir, out)
+    write_provenance(out, "link", tars + sorted(runtime_dir.glob("*.bc")))
+    log_stage(paths, "link")
+    print(f"link {paths.variant}: {len(tars)} submodules + runtime, {out.stat().st_size / 2**20:.1f} MiB, "
+          f"{time.time() - start:.1f}s -> {out}{'' if wrote else ' (unchanged)'}")
+
+
 def main():
-    parser = stage_parser(__doc__)
-    parser.add_argument("--target", choices=["webgpu", "cpu"], required=True)
+    parser = stage_parser(__doc__, submodule=False)
+    parser.add_argument("--submodule", help="clip, unet, vae or sched (not with --link)")
+    parser.add_argument("--target", choices=["webgpu", "cpu"])
+    parser.add_argument("--link", action="store_true", help="combine every submodule into the family's .wasm")
+    parser.add_argument("--runtime-dir", type=Path, help="TVM web runtime bitcode (with --link)")
     args = parser.parse_args()
+    if args.link:
+        if args.runtime_dir is None:
+            parser.error("--link needs --runtime-dir")
+        paths = paths_from(args)
+        return link(paths, family(paths.family), args.runtime_dir)
+    if not (args.submodule and args.target):
+        parser.error("give --submodule and --target, or --link")
     paths = paths_from(args)
     fam = family(paths.family)
     start = time.time()

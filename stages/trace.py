@@ -25,7 +25,9 @@ def trace_entry(entry):
     import torch
     from tvm.relax.frontend.torch import from_exported_program
 
-    with torch.no_grad():
+    from lib.submodules import plain_attention
+
+    with torch.no_grad(), plain_attention():
         program = torch.export.export(entry.module, entry.example_inputs)
     mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True)
     # Non-persistent buffers (CLIP's position_ids) are in no checkpoint; the frontend makes them constants.

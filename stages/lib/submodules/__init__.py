@@ -7,6 +7,8 @@ latent scaling and RGBA packing into the VAE), so the runtimes only move tensors
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,3 +27,26 @@ def load_entries(submodule: str, weights):
     from . import clip, sched, unet, vae
 
     return {"clip": clip, "unet": unet, "vae": vae, "sched": sched}[submodule].entries(weights)
+
+
+def _plain_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    assert dropout_p == 0.0 and not is_causal and not enable_gqa, "inference attention only"
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query @ key.transpose(-2, -1) * scale
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    return scores.softmax(dim=-1) @ value
+
+
+@contextlib.contextmanager
+def plain_attention():
+    """Exports attention as matmul -> softmax -> matmul. torch.export lowers scaled_dot_product_attention with a
+    "safe softmax" guard over boolean tensors; WGSL has no 8-bit storage type, so those kernels would not compile
+    for WebGPU (and rows are never fully masked here, so the guard does nothing)."""
+    functional = torch.nn.functional
+    original = functional.scaled_dot_product_attention
+    functional.scaled_dot_product_attention = _plain_attention
+    try:
+        yield
+    finally:
+        functional.scaled_dot_product_attention = original

@@ -25,7 +25,9 @@ def entries(weights: Path) -> list[Entry]:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(**json.loads((weights / "text_encoder" / "config.json").read_text()))
-    config.attn_implementation = "eager"
+    # Eager attention: torch's SDPA exports a "safe softmax" guard with boolean tensors between kernels,
+    # and WGSL has no 8-bit storage type for them.
+    config._attn_implementation = "eager"
     torch.manual_seed(0)
     model = CLIPTextModel(config).eval()
     ids = torch.zeros(2, config.max_position_embeddings, dtype=torch.int32)

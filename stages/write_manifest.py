@@ -1,0 +1,83 @@
+"""manifest: one JSON per variant naming every file the runtimes load, with sizes and sha256s.
+
+    python stages/write_manifest.py --variant-dir artifacts/sd15-tiny
+
+The web page, its worker and the Node CLI read artifacts/<variant>/model.json and nothing else to find the
+library, the tensor caches, the scheduler constants and the tokenizer; paths in it are relative to it, so
+the variant folder can be served or copied as it is. Shapes and function names come from the lowered
+modules' metadata, never from guesses in JavaScript.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lib.cli import (ARTIFACT_VERSION, ArtifactPaths, StageError, log_stage, paths_from,  # noqa: E402
+                     run_stage, sha256_file, stage_parser, write_json_if_changed)
+from lib.models import family  # noqa: E402
+from lib.schedulers import FILES  # noqa: E402
+
+FORMAT = "websd-model"
+
+
+def file_record(root: Path, path: Path, made_by: str) -> dict:
+    if not path.exists():
+        raise StageError(f"missing {path}; it is made by `{made_by}`")
+    return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def main():
+    args = stage_parser(__doc__, submodule=False).parse_args()
+    paths = paths_from(args)
+    fam = family(paths.family)
+    root = paths.variant_dir
+    make = f"make {fam.name} WEIGHTS=..."
+
+    submodules = {}
+    for sub in fam.submodules:
+        p = ArtifactPaths(root, sub.name)
+        meta = json.loads(p.lowered.read_text())["meta"] if p.lowered.exists() else None
+        if meta is None:
+            raise StageError(f"missing {p.lowered}; it is made by `{make}`")
+        record = {
+            "prefix": fam.system_lib_prefix(sub.name),
+            "functions": {name: {"inputs": f["inputs"], "num_params": len(f["params"])}
+                          for name, f in meta["functions"].items()},
+        }
+        if sub.folder:
+            cache = p.params_dir / "tensor-cache.json"
+            record["params"] = file_record(root, cache, make)
+            record["params"]["total_bytes"] = json.loads(cache.read_text())["metadata"]["total_bytes"]
+        submodules[sub.name] = record
+
+    latents = submodules["unet"]["functions"]["unet"]["inputs"][0]["shape"]
+    manifest = {
+        "format": FORMAT,
+        "version": ARTIFACT_VERSION,
+        "family": fam.name,
+        "variant": paths.variant,
+        "wasm": file_record(root, root / fam.wasm_name, make),
+        "latent_shape": latents,
+        "image": {"height": latents[2] * 8, "width": latents[3] * 8},
+        "max_text_length": submodules["clip"]["functions"]["clip"]["inputs"][0]["shape"][1],
+        "submodules": submodules,
+        "schedulers": {name: file_record(root, paths.scheduler_dir / file, make) for name, file in FILES.items()},
+        "tokenizer": {name: file_record(root, paths.tokenizer_dir / folder / name, make)
+                      for folder in fam.tokenizer_folders for name in ("tokenizer.json", "tokenizer_config.json")},
+        "required_features": [],
+    }
+    manifest["download_bytes"] = (manifest["wasm"]["bytes"] + sum(
+        s["params"]["total_bytes"] for s in submodules.values() if "params" in s))
+    out = root / "model.json"
+    wrote = write_json_if_changed(out, manifest)
+    log_stage(paths, "manifest")
+    print(f"manifest {paths.variant}: {manifest['download_bytes'] / 2**20:.1f} MiB to download -> {out}"
+          f"{'' if wrote else ' (unchanged)'}")
+
+
+if __name__ == "__main__":
+    run_stage("manifest", main)

@@ -1,0 +1,82 @@
+// Generation on WebGPU from the command line: the page's runtime (web/runtime/) in Node, on Dawn.
+//
+//   node web/node/generate.mjs --model artifacts/sd15-tiny/model.json --prompt "a cat" [--negative ""]
+//        [--seed 0] [--steps 20] [--scheduler pndm|dpm|euler] [--guidance 7.5] --out image.png
+//
+// `make generate` runs it. With no GPU, Dawn uses SwiftShader when VK_ICD_FILENAMES points at its ICD
+// (the Makefile does that); with a GPU, the GPU. Prints the adapter and per-stage timings.
+
+import { readFile, rename, writeFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { mkdirSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { pathToFileURL, fileURLToPath } from "node:url";
+
+import { create, globals } from "webgpu";
+
+import { WebSDError } from "../runtime/errors.js";
+import { loadModel } from "../runtime/load.js";
+import { encodePNG } from "../runtime/png.js";
+
+const { values: opt } = parseArgs({
+  options: {
+    model: { type: "string" },
+    prompt: { type: "string", default: "" },
+    negative: { type: "string", default: "" },
+    seed: { type: "string", default: "0" },
+    steps: { type: "string", default: "20" },
+    scheduler: { type: "string", default: "dpm" },
+    guidance: { type: "string", default: "7.5" },
+    out: { type: "string", default: "generated.png" },
+    "dawn-toggle": { type: "string", multiple: true, default: [] },
+    quiet: { type: "boolean", default: false },
+  },
+});
+
+function fail(message) {
+  console.error(`error: generate: ${message}`);
+  process.exit(1);
+}
+
+async function main() {
+  if (!opt.model) fail("--model artifacts/<variant>/model.json is required");
+  Object.assign(globalThis, globals);
+  const gpu = create(opt["dawn-toggle"].map((t) => `enable-dawn-features=${t}`));
+  const manifestUrl = pathToFileURL(resolve(opt.model)).href;
+  const fetchFile = async (url) => {
+    try {
+      return new Uint8Array(await readFile(fileURLToPath(url)));
+    } catch (err) {
+      throw new WebSDError(`cannot read ${fileURLToPath(url)} (${err.code}); build the model with make`);
+    }
+  };
+  const t0 = performance.now();
+  const model = await loadModel({ manifestUrl, gpu, fetchFile, logger: opt.quiet ? () => {} : console.error });
+  const info = model.handle.adapter.info ?? {};
+  console.log(`adapter: ${[info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ") || "unknown"}`);
+  console.log(`load: ${(performance.now() - t0).toFixed(0)} ms`);
+  const settings = { prompt: opt.prompt, negative: opt.negative, seed: Number(opt.seed), steps: Number(opt.steps),
+                     scheduler: opt.scheduler, guidance: Number(opt.guidance) };
+  const result = await model.generate({
+    ...settings,
+    onStep: ({ step, total, ms }) => console.log(`unet step ${step}/${total}: ${ms.toFixed(1)} ms`),
+  });
+  const t = result.timings;
+  const sorted = [...t.steps].sort((a, b) => a - b);
+  console.log(`text encoder: ${t.clip.toFixed(1)} ms`);
+  console.log(`unet: median ${sorted[sorted.length >> 1].toFixed(1)} ms per step, ${t.steps.length} steps`);
+  console.log(`vae: ${t.vae.toFixed(1)} ms`);
+  console.log(`total: ${t.total.toFixed(1)} ms`);
+  const png = await encodePNG(result.rgba, result.width, result.height, {
+    prompt: settings.prompt, negative_prompt: settings.negative, seed: settings.seed, steps: settings.steps,
+    scheduler: settings.scheduler, guidance: settings.guidance, model: model.manifest.variant,
+  });
+  mkdirSync(dirname(resolve(opt.out)), { recursive: true });
+  const tmp = `${opt.out}.tmp`;
+  await writeFile(tmp, png);
+  await rename(tmp, opt.out);
+  console.log(`wrote ${opt.out} (${result.width}x${result.height})`);
+  model.dispose();
+}
+
+main().then(() => process.exit(0)).catch((err) => fail(err instanceof WebSDError ? err.message : err.stack ?? String(err)));

@@ -1,0 +1,156 @@
+// Loading a model, in one fixed order, each step reporting progress (after web-llm's engine.reload):
+//   manifest -> WebGPU adapter and device (checked before any weight is fetched) -> library (.wasm)
+//   -> tokenizer and scheduler constants -> weights, submodule by submodule -> pipeline.
+// Bytes come from `fetchFile(url, {sha256, bytes})`, the caller's business: the page passes its
+// Cache-API fetcher (web/app/cache.js), the Node CLI reads files. Every file is checked against the
+// sha256 in the manifest (or in the tensor cache, for shards) before use.
+
+import { DeviceLostError, FormatError, MissingFeatureError, NoWebGPUError } from "./errors.js";
+import { verify } from "./integrity.js";
+import { checkTensorCache, loadTensorCache } from "./params.js";
+import { StableDiffusion } from "./pipeline.js";
+import { loadTokenizer } from "./tokenizer.js";
+import { deviceLimits, instantiateLibrary, openVM } from "./tvm.js";
+
+export const MANIFEST_FORMAT = "websd-model";
+export const MANIFEST_VERSION = 1;
+
+const decoder = new TextDecoder();
+const parseJSON = (bytes, url) => {
+  try {
+    return JSON.parse(decoder.decode(bytes));
+  } catch (err) {
+    throw new FormatError(`${url} is not valid JSON (${err.message})`);
+  }
+};
+
+export function checkManifest(manifest, url) {
+  if (manifest?.format !== MANIFEST_FORMAT || manifest?.version !== MANIFEST_VERSION) {
+    throw new FormatError(
+      `${url}: model manifest format ${manifest?.format} v${manifest?.version}; this page reads ${MANIFEST_FORMAT} v${MANIFEST_VERSION}`,
+    );
+  }
+  return manifest;
+}
+
+/**
+ * Every file a model needs, in download order: [{url, sha256, bytes, kind}]. Shards are listed once the
+ * tensor-cache files are known, so this takes the parsed caches ({sub: cache}) when they are.
+ */
+export function modelFiles(manifest, manifestUrl) {
+  const abs = (rec, kind) => ({ url: new URL(rec.path, manifestUrl).href, sha256: rec.sha256, bytes: rec.bytes, kind });
+  return [
+    abs(manifest.wasm, "library"),
+    ...Object.values(manifest.tokenizer).map((r) => abs(r, "tokenizer")),
+    ...Object.values(manifest.schedulers).map((r) => abs(r, "scheduler")),
+    ...Object.values(manifest.submodules).filter((s) => s.params).map((s) => abs(s.params, "weights-index")),
+  ];
+}
+
+/** An adapter and a device fit for `manifest`, or a NoWebGPUError / MissingFeatureError saying what to do. */
+export async function requestDevice(gpu, manifest = { required_features: [] }) {
+  if (!gpu) {
+    throw new NoWebGPUError(
+      "This browser does not offer WebGPU (navigator.gpu is missing). Use a current Chrome or Edge (113 or " +
+        "newer), or Safari 26 / Firefox 141 and newer; on Linux, Chrome needs --enable-unsafe-webgpu and Vulkan " +
+        "drivers. The page must be served over https or from localhost.",
+    );
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) {
+    throw new NoWebGPUError(
+      "WebGPU is present but no GPU adapter is available: the GPU may be blocklisted or its driver too old. " +
+        "Update the graphics driver, check chrome://gpu (WebGPU should read 'Hardware accelerated'), or try " +
+        "another browser.",
+    );
+  }
+  const missing = (manifest.required_features ?? []).filter((f) => !adapter.features.has(f));
+  if (missing.length) {
+    throw new MissingFeatureError(
+      `This model needs the WebGPU feature(s) ${missing.join(", ")}, which this GPU/browser does not offer; ` +
+        "pick the float32 build of the model or another browser.",
+    );
+  }
+  let device;
+  try {
+    device = await adapter.requestDevice({
+      requiredLimits: deviceLimits(adapter),
+      requiredFeatures: manifest.required_features ?? [],
+    });
+  } catch (err) {
+    throw new NoWebGPUError(`The GPU adapter refused to create a device (${err.message}); close other GPU-heavy tabs and retry.`);
+  }
+  return { adapter, device };
+}
+
+/**
+ * Loads the model described by `manifestUrl`. Options:
+ *   gpu         navigator.gpu (browser) or the `webgpu` package's GPU object (Node)
+ *   fetchFile   async (url, {sha256, bytes, kind}) -> Uint8Array (verified again here)
+ *   onProgress  ({phase: "manifest"|"device"|"library"|"tokenizer"|"scheduler"|"weights"|"ready", ...})
+ *   onDeviceLost(DeviceLostError)
+ */
+export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () => {}, onDeviceLost, logger = () => {}, tvmjs }) {
+  const fetchVerified = async (url, opts = {}) => {
+    const bytes = await fetchFile(url, opts);
+    if (opts.sha256) await verify(bytes, opts.sha256, url);
+    return bytes;
+  };
+  onProgress({ phase: "manifest" });
+  const manifest = checkManifest(parseJSON(await fetchFile(manifestUrl, { kind: "manifest" }), manifestUrl), manifestUrl);
+  const at = (rec) => new URL(rec.path, manifestUrl).href;
+
+  onProgress({ phase: "device" });
+  const { adapter, device } = await requestDevice(gpu, manifest);
+  device.lost?.then((info) => {
+    if (info.reason !== "destroyed") onDeviceLost?.(new DeviceLostError(`The GPU device was lost (${info.message || info.reason}); reload the page to start again.`));
+  });
+
+  onProgress({ phase: "library" });
+  const wasm = await fetchVerified(at(manifest.wasm), { ...manifest.wasm, kind: "library" });
+  const handle = await instantiateLibrary(wasm, device, { logger, tvmjs });
+  handle.adapter = adapter;
+  handle.device = device;
+  // WebGPU reports a failed dispatch (invalid shader, out of memory) only as an event, and carries on; the
+  // pipeline checks this list after each synchronisation and stops with the message.
+  handle.gpuErrors = [];
+  device.addEventListener("uncapturederror", (event) => handle.gpuErrors.push(event.error?.message ?? String(event.error)));
+
+  onProgress({ phase: "tokenizer" });
+  const tok = manifest.tokenizer;
+  const tokenizer = await loadTokenizer(
+    await fetchVerified(at(tok["tokenizer.json"]), { ...tok["tokenizer.json"], kind: "tokenizer" }),
+    await fetchVerified(at(tok["tokenizer_config.json"]), { ...tok["tokenizer_config.json"], kind: "tokenizer" }),
+  );
+
+  onProgress({ phase: "scheduler" });
+  const schedulers = {};
+  for (const [name, rec] of Object.entries(manifest.schedulers)) {
+    schedulers[name] = parseJSON(await fetchVerified(at(rec), { ...rec, kind: "scheduler" }), at(rec));
+  }
+
+  const vms = {};
+  const params = {};
+  try {
+    for (const [sub, rec] of Object.entries(manifest.submodules)) {
+      vms[sub] = openVM(handle, rec.prefix);
+      if (!rec.params) continue;
+      onProgress({ phase: "weights", submodule: sub });
+      const cacheUrl = at(rec.params);
+      const cache = checkTensorCache(parseJSON(await fetchVerified(cacheUrl, { ...rec.params, kind: "weights-index" }), cacheUrl),
+        { family: manifest.family, submodule: sub, url: cacheUrl });
+      const [fn, info] = Object.entries(rec.functions).find(([, f]) => f.num_params > 0);
+      if (cache.metadata.param_names.length !== info.num_params || cache.metadata.function !== fn) {
+        throw new FormatError(`${cacheUrl} does not match the library: ${cache.metadata.param_names.length} tensors for ` +
+          `${cache.metadata.function}, the library's ${fn} takes ${info.num_params}; rebuild the model`);
+      }
+      params[sub] = await loadTensorCache(handle, cache, cacheUrl, (url, o) => fetchVerified(url, { ...o, kind: "weights" }));
+    }
+  } catch (err) {
+    for (const list of Object.values(params)) for (const t of list) t.dispose();
+    for (const vm of Object.values(vms)) vm.dispose();
+    throw err;
+  }
+  onProgress({ phase: "ready" });
+  return new StableDiffusion({ handle, manifest, vms, params, tokenizer, schedulers });
+}
