@@ -221,9 +221,13 @@ $(A)/.link.stamp: $(foreach s,$(SUBS),$(A)/$(s)/lib.webgpu.v1.tar) $(RUNTIME_FIL
 	$(Q)touch $@
 
 # manifest: model.json, every file the runtimes load with its size and sha256.
-$(MANIFEST): $(filter-out $(MANIFEST),$(OUTPUTS)) stages/write_manifest.py $(LIB)
-	$(call say,MANIFEST,$@)
+# Behind a stamp like every stage: model.json keeps its mtime when its bytes do not change, so as a target of
+# its own it stayed older than a rebuilt-but-identical input and reran on every make.
+$(MANIFEST): $(A)/.manifest.stamp ;
+$(A)/.manifest.stamp: $(filter-out $(MANIFEST),$(OUTPUTS)) stages/write_manifest.py $(LIB) $(call missing,$(MANIFEST))
+	$(call say,MANIFEST,$(MANIFEST))
 	$(Q)$(call STAGE,write_manifest)
+	$(Q)touch $@
 
 # ---- generation, reference and tests --------------------------------------------------------------------------------
 PROMPT   ?= a photo of an astronaut riding a horse on the moon
