@@ -89,8 +89,11 @@ export async function requestDevice(gpu, manifest = { required_features: [] }) {
  *   fetchFile   async (url, {sha256, bytes, kind}) -> Uint8Array (verified again here)
  *   onProgress  ({phase: "manifest"|"device"|"library"|"tokenizer"|"scheduler"|"weights"|"ready", ...})
  *   onDeviceLost(DeviceLostError)
+ *   makeParams  optional (handle, cache, cacheUrl) -> tensors, instead of downloading shards (benchmarks
+ *               fill full-size weights on the GPU machine itself; nothing that large can be carried there)
  */
-export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () => {}, onDeviceLost, logger = () => {}, tvmjs }) {
+export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () => {}, onDeviceLost, logger = () => {}, tvmjs,
+                                  makeParams }) {
   const fetchVerified = async (url, opts = {}) => {
     const bytes = await fetchFile(url, opts);
     if (opts.sha256) await verify(bytes, opts.sha256, url);
@@ -144,7 +147,9 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
         throw new FormatError(`${cacheUrl} does not match the library: ${cache.metadata.param_names.length} tensors for ` +
           `${cache.metadata.function}, the library's ${fn} takes ${info.num_params}; rebuild the model`);
       }
-      params[sub] = await loadTensorCache(handle, cache, cacheUrl, (url, o) => fetchVerified(url, { ...o, kind: "weights" }));
+      params[sub] = makeParams
+        ? await makeParams(handle, cache, cacheUrl)
+        : await loadTensorCache(handle, cache, cacheUrl, (url, o) => fetchVerified(url, { ...o, kind: "weights" }));
     }
   } catch (err) {
     for (const list of Object.values(params)) for (const t of list) t.dispose();

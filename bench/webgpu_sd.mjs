@@ -1,0 +1,97 @@
+// Benchmark: the whole text-to-image pipeline on WebGPU through Node + Dawn (the page's own runtime).
+//
+//   node bench/webgpu_sd.mjs --model artifacts/sd15-random/model.json [--steps 20] [--scheduler dpm]
+//        [--random-weights] [--runs 2] [--json out.json] [--dawn-toggle allow_unsafe_apis ...]
+//
+// --random-weights fills every parameter on the GPU with seeded random values of the right shape
+// (tensor-cache.json gives names and shapes) instead of reading shards: full-size weights cannot travel
+// to the lent GPU machine, and the timings do not depend on the values. Prints text encoder, per-step UNet
+// (median over steps and runs after the first run, which includes shader compilation), VAE and end to end.
+
+import { readFile, writeFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+import { create, globals } from "webgpu";
+
+import { loadModel } from "../web/runtime/load.js";
+import { toGPU } from "../web/runtime/tvm.js";
+
+const { values: opt } = parseArgs({
+  options: {
+    model: { type: "string" },
+    steps: { type: "string", default: "20" },
+    scheduler: { type: "string", default: "dpm" },
+    runs: { type: "string", default: "2" },
+    "random-weights": { type: "boolean", default: false },
+    json: { type: "string" },
+    "dawn-toggle": { type: "string", multiple: true, default: [] },
+  },
+});
+
+// Seeded values: N(0, 0.02) for matrices and convolutions, 1 for normalisation scales, 0 for other vectors.
+function randomParams(handle, cache) {
+  let state = 12345;
+  const uniform = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const tensors = [];
+  const records = new Map(cache.records.flatMap((shard) => shard.records.map((r) => [r.name, r])));
+  for (const name of cache.metadata.param_names) {
+    const rec = records.get(name);
+    const count = rec.shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(count);
+    if (rec.shape.length === 1) data.fill(/norm.*weight/.test(name) ? 1 : 0);
+    else for (let i = 0; i < count; ++i) data[i] = (uniform() + uniform() + uniform() - 1.5) * 0.04;
+    if (rec.dtype !== "float32") throw new Error(`random weights: ${name} is ${rec.dtype}`);
+    const { tvm } = handle;
+    tensors.push(tvm.withNewScope(() => tvm.detachFromCurrentScope(toGPU(handle, data, rec.shape))));
+  }
+  return tensors;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+async function main() {
+  Object.assign(globalThis, globals);
+  const gpu = create(opt["dawn-toggle"].map((t) => `enable-dawn-features=${t}`));
+  const manifestUrl = pathToFileURL(resolve(opt.model)).href;
+  const fetchFile = async (url) => new Uint8Array(await readFile(fileURLToPath(url)));
+  const t0 = performance.now();
+  const model = await loadModel({ manifestUrl, gpu, fetchFile, makeParams: opt["random-weights"] ? randomParams : undefined });
+  const loadMs = performance.now() - t0;
+  const info = model.handle.adapter.info ?? {};
+  const adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
+  console.log(`adapter: ${adapter}; load ${loadMs.toFixed(0)} ms`);
+  const runs = [];
+  for (let r = 0; r < Number(opt.runs); ++r) {
+    const res = await model.generate({ prompt: "a photograph of an astronaut riding a horse", seed: r,
+                                       steps: Number(opt.steps), scheduler: opt.scheduler });
+    const t = res.timings;
+    console.log(`run ${r}: text encoder ${t.clip.toFixed(1)} ms, unet median ${median(t.steps).toFixed(1)} ms ` +
+                `(${t.steps.length} steps), vae ${t.vae.toFixed(1)} ms, total ${t.total.toFixed(0)} ms`);
+    runs.push(t);
+  }
+  const warm = runs.length > 1 ? runs.slice(1) : runs;
+  const summary = {
+    adapter,
+    image: model.manifest.image,
+    steps: Number(opt.steps),
+    scheduler: opt.scheduler,
+    load_ms: loadMs,
+    text_encoder_ms: median(warm.map((t) => t.clip)),
+    unet_step_ms: median(warm.flatMap((t) => t.steps)),
+    vae_ms: median(warm.map((t) => t.vae)),
+    end_to_end_ms: median(warm.map((t) => t.total)),
+    first_run_total_ms: runs[0].total,
+    runs,
+  };
+  console.log(`summary: unet ${summary.unet_step_ms.toFixed(1)} ms/step, text ${summary.text_encoder_ms.toFixed(1)} ms, ` +
+              `vae ${summary.vae_ms.toFixed(1)} ms, end to end ${summary.end_to_end_ms.toFixed(0)} ms`);
+  if (opt.json) await writeFile(opt.json, JSON.stringify(summary, null, 1));
+  model.dispose();
+}
+
+main().then(() => process.exit(0)).catch((err) => {
+  console.error(err.stack ?? String(err));
+  process.exit(1);
+});
