@@ -1,0 +1,224 @@
+"""site: assemble the static web site from web/, node_modules and built model variants. Builds nothing.
+
+    python deploy/assemble_site.py --config web/local-config.json --out build/site [--artifacts artifacts]
+        [--models sd15,sd15-tiny]
+
+Layout written (every path relative, so the folder works at / and under https://<user>.github.io/<repo>/):
+
+    index.html                      web/app/index.html
+    app/                            web/app/* (main.js, worker.js, cache.js, protocol.js, dev.js, style.css)
+    runtime/                        web/runtime/**, bare npm imports rewritten to ../vendor/... (module workers
+                                    have no import maps)
+    vendor/                         the pinned npm bundles the runtime imports, copied from node_modules
+    models/<variant>/               model.json and exactly the files it names (shards included), hard-linked
+                                    from artifacts/<variant>/ when possible
+    stable-diffusion-config.json    the given config, keeping only the models whose files are here (or that
+                                    live at an absolute URL), each with its download size
+
+The folder is rebuilt from scratch (beside it, then swapped in), so nothing stale survives. `make site` runs
+this; `make serve` serves the result; a later `make deploy-ghpages` only copies it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_FORMAT = "websd-site-config"
+CONFIG_VERSION = 1
+MANIFEST_FORMAT = "websd-model"
+
+# Bare module specifiers used by web/runtime -> the file (in node_modules) that serves them in the browser.
+VENDOR = {
+    "@mlc-ai/web-runtime": ("@mlc-ai/web-runtime", "lib/index.js"),
+    "@huggingface/tokenizers": ("@huggingface/tokenizers", "dist/tokenizers.min.mjs"),
+}
+LICENSE_FILES = ("LICENSE", "NOTICE")
+IMPORT_RE = re.compile(r"""(\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)(["'])([^"']+)\2""")
+
+
+class SiteError(Exception):
+    pass
+
+
+def place(src: Path, dst: Path) -> None:
+    """Hard link (instant, no extra disk for multi-GB weights) or copy. Build stages replace files by rename,
+    so a link never sees a later build change under it."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SiteError(f"{what} {path} is missing") from None
+    except json.JSONDecodeError as err:
+        raise SiteError(f"{what} {path} is not valid JSON: {err}") from None
+
+
+def check_config(config: dict, path: Path) -> None:
+    if config.get("format") != CONFIG_FORMAT or config.get("version") != CONFIG_VERSION:
+        raise SiteError(f"{path}: expected format {CONFIG_FORMAT!r} version {CONFIG_VERSION}, "
+                        f"found {config.get('format')!r} version {config.get('version')}")
+    models = config.get("models")
+    if not isinstance(models, list) or not models:
+        raise SiteError(f"{path}: 'models' must be a non-empty list")
+    for i, m in enumerate(models):
+        for key in ("id", "label", "model_url"):
+            if not isinstance(m.get(key), str) or not m[key]:
+                raise SiteError(f"{path}: model {i + 1} lacks {key!r}")
+
+
+def variant_files(variant_dir: Path) -> tuple[dict, list[dict]]:
+    """model.json and [{path, bytes, sha256}] of every file it names, shards included."""
+    manifest = read_json(variant_dir / "model.json", "model manifest")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise SiteError(f"{variant_dir}/model.json is not a {MANIFEST_FORMAT} manifest")
+    files = [manifest["wasm"], *manifest["tokenizer"].values(), *manifest["schedulers"].values()]
+    for sub in manifest["submodules"].values():
+        if "params" not in sub:
+            continue
+        files.append(sub["params"])
+        cache_dir = Path(sub["params"]["path"]).parent
+        cache = read_json(variant_dir / sub["params"]["path"], "tensor cache")
+        files += [{"path": (cache_dir / shard["dataPath"]).as_posix(), "bytes": shard["nbytes"], "sha256": shard["sha256"]}
+                  for shard in cache["records"]]
+    return manifest, files
+
+
+def add_model(out: Path, artifacts: Path, variant: str) -> int:
+    """Places artifacts/<variant>/ files under out/models/<variant>/; returns the bytes a browser downloads."""
+    src = artifacts / variant
+    manifest, files = variant_files(src)
+    for f in files:
+        path = src / f["path"]
+        if not path.is_file() or path.stat().st_size != f["bytes"]:
+            raise SiteError(f"{path} is missing or has the wrong size; rebuild with `make {manifest['family']} WEIGHTS=...`")
+        place(path, out / "models" / variant / f["path"])
+    place(src / "model.json", out / "models" / variant / "model.json")
+    return sum(f["bytes"] for f in files)
+
+
+def rewrite_imports(text: str, depth: int, name: str) -> str:
+    def repl(match):
+        spec = match.group(3)
+        if spec.startswith((".", "/")):
+            return match.group(0)
+        if spec not in VENDOR:
+            raise SiteError(f"{name} imports {spec!r}, which the site does not vendor; add it to VENDOR in {Path(__file__).name}")
+        package, file = VENDOR[spec]
+        return f"{match.group(1)}{match.group(2)}{'../' * depth}vendor/{package}/{file}{match.group(2)}"
+    return IMPORT_RE.sub(repl, text)
+
+
+def add_code(out: Path, node_modules: Path) -> dict:
+    app = ROOT / "web" / "app"
+    for path in sorted(app.iterdir()):
+        if path.is_file():
+            shutil.copy2(path, out / ("index.html" if path.name == "index.html" else f"app/{path.name}"))
+    runtime = ROOT / "web" / "runtime"
+    for path in sorted(runtime.rglob("*.js")):
+        rel = path.relative_to(runtime)
+        dst = out / "runtime" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        # runtime/<rel>: depth of the file below the site root
+        dst.write_text(rewrite_imports(path.read_text(), len(rel.parts), f"web/runtime/{rel}"))
+    versions = {}
+    for package, file in VENDOR.values():
+        pkg = node_modules / package
+        if not (pkg / file).is_file():
+            raise SiteError(f"{pkg / file} is missing; run `make setup` (npm ci)")
+        place(pkg / file, out / "vendor" / package / file)
+        for lic in LICENSE_FILES:
+            if (pkg / lic).is_file():
+                place(pkg / lic, out / "vendor" / package / lic)
+        versions[package] = json.loads((pkg / "package.json").read_text())["version"]
+    (out / "vendor" / "VERSIONS.json").write_text(json.dumps(versions, indent=1) + "\n")
+    return versions
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, required=True, help="web/local-config.json or web/gh-page-config.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "site")
+    parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    parser.add_argument("--node-modules", type=Path, default=ROOT / "node_modules")
+    parser.add_argument("--models", default="", help="comma-separated model ids to keep (default: every one that is built)")
+    args = parser.parse_args()
+
+    config = read_json(args.config, "site config")
+    check_config(config, args.config)
+    wanted = {m for m in args.models.split(",") if m}
+    unknown = wanted - {m["id"] for m in config["models"]}
+    if unknown:
+        raise SiteError(f"--models names {', '.join(sorted(unknown))}, not in {args.config}")
+
+    out = args.out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "app").mkdir(parents=True)
+    versions = add_code(tmp, args.node_modules)
+
+    kept = []
+    for m in config["models"]:
+        if wanted and m["id"] not in wanted:
+            continue
+        url = m["model_url"]
+        local = re.fullmatch(r"models/([A-Za-z0-9._-]+)/model\.json", url)
+        if local is None:
+            if "://" not in url:
+                raise SiteError(f"{args.config}: {m['id']}: model_url {url!r} must be models/<variant>/model.json or an absolute URL")
+            kept.append(m)  # hosted elsewhere; the deployment makes sure it is there
+            print(f"  {m['id']:<12} {url} (not copied: absolute URL)")
+            continue
+        variant = local.group(1)
+        if not (args.artifacts / variant / "model.json").is_file():
+            print(f"  {m['id']:<12} skipped: {args.artifacts / variant}/model.json is not built "
+                  f"(make {variant.split('-')[0]} WEIGHTS=...)")
+            continue
+        size = add_model(tmp, args.artifacts, variant)
+        kept.append({**m, "download_bytes": size})
+        print(f"  {m['id']:<12} {url} ({size / 2**20:.1f} MiB)")
+    if not kept:
+        shutil.rmtree(tmp)
+        raise SiteError(f"none of the models in {args.config} is built; build one, e.g. `make sd15 WEIGHTS=tiny`")
+    site_config = {**config, "models": kept}
+    if site_config.get("default_model") not in {m["id"] for m in kept}:
+        site_config["default_model"] = kept[0]["id"]
+    (tmp / "stable-diffusion-config.json").write_text(json.dumps(site_config, indent=1) + "\n")
+    (tmp / ".nojekyll").write_text("")  # GitHub Pages: serve the files as they are
+
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    count = sum(1 for p in out.rglob("*") if p.is_file())
+    digest = hashlib.sha256((out / "stable-diffusion-config.json").read_bytes()).hexdigest()[:12]
+    print(f"site: {count} files, {len(kept)} model(s), config {args.config.name} ({digest}), "
+          f"vendor {', '.join(f'{k} {v}' for k, v in versions.items())} -> {out}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SiteError as err:
+        print(f"error: site: {err}", file=sys.stderr)
+        sys.exit(1)
+
+# A good run (make site):
+#   sd15         skipped: artifacts/sd15/model.json is not built (make sd15 WEIGHTS=...)
+#   sd15-tiny    models/sd15-tiny/model.json (28.6 MiB)
+# site: 33 files, 1 model(s), config local-config.json (...), vendor @mlc-ai/web-runtime 0.27.0-dev0, ... -> build/site
