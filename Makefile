@@ -251,8 +251,36 @@ generate: sd15 ## WebGPU in Node (Dawn): same options as reference, OUT=file.png
 
 test: | $(SETUP) ## run the test suite (CPU parity, incremental builds, WebGPU on SwiftShader, browser)
 	$(Q)$(PY) -m pytest tests/python -q
+	$(Q)$(MAKE) --no-print-directory test-browser
 
 clean: ## remove generated artifacts (keeps artifacts/tuning/, the venv and node_modules)
 	rm -rf $(filter-out $(ARTIFACTS)/tuning,$(wildcard $(ARTIFACTS)/*)) build
 
 FORCE:
+
+# ---- the web site: assemble, serve, demo, browser tests ---------------------------------------------------
+# deploy/assemble_site.py copies (never builds): web/app + web/runtime + npm bundles + every built variant the
+# config names -> $(SITE)/. A deployment (make deploy-ghpages, later) only copies $(SITE)/ somewhere.
+SITE        ?= build/site
+SITE_CONFIG ?= web/local-config.json
+SITE_MODELS ?=
+PORT        ?= 8888
+TEST_SITE   := build/test-site
+.PHONY: site serve demo test-browser
+
+site: | node_modules/.stamp ## assemble the static site in SITE=build/site from built variants (SITE_CONFIG=web/gh-page-config.json for GitHub Pages)
+	$(Q)python3 deploy/assemble_site.py --config $(SITE_CONFIG) --out $(SITE) --artifacts $(ARTIFACTS) --models "$(SITE_MODELS)"
+
+serve: ## serve SITE on http://127.0.0.1:PORT/ (PORT=8888 by default; 127.0.0.1 only)
+	$(Q)python3 deploy/serve.py --dir $(SITE) --port $(PORT)
+
+demo: ## build the tiny SD 1.5, assemble the site with web/local-config.json, serve it
+	$(Q)$(MAKE) --no-print-directory sd15 WEIGHTS=tiny
+	$(Q)$(MAKE) --no-print-directory site SITE_CONFIG=web/local-config.json
+	$(Q)$(MAKE) --no-print-directory serve
+
+# Headless Chromium (SwiftShader) on a site holding only the tiny model; screenshots go to test-results/browser/.
+test-browser: | $(SETUP)
+	$(Q)$(MAKE) --no-print-directory sd15 WEIGHTS=tiny
+	$(Q)python3 deploy/assemble_site.py --config web/local-config.json --out $(TEST_SITE) --models sd15-tiny >/dev/null
+	$(Q)TEST_SITE=$(TEST_SITE) node --test --test-concurrency=1 tests/browser/

@@ -19,8 +19,8 @@ const $ = (id) => document.getElementById(id);
 const el = {
   form: $("controls"), prompt: $("prompt"), negative: $("negative"), model: $("model"), scheduler: $("scheduler"),
   steps: $("steps"), guidance: $("guidance"), seed: $("seed"), preview: $("preview"), randomSeed: $("random-seed"),
-  generate: $("generate"), stop: $("stop"), result: $("result"), canvas: $("preview-canvas"), placeholder: $("placeholder"),
-  statusText: $("status-text"), bar: $("bar"), barFill: $("bar-fill"), detail: $("status-detail"),
+  generate: $("generate"), stop: $("stop"), frame: $("frame"), result: $("result"), canvas: $("preview-canvas"), placeholder: $("placeholder"),
+  status: $("status"), statusText: $("status-text"), bar: $("bar"), barFill: $("bar-fill"), detail: $("status-detail"),
   error: $("error"), errorTitle: $("error-title"), errorMessage: $("error-message"), errorHelp: $("error-help"), retry: $("retry"),
   resultActions: $("result-actions"), download: $("download"), copyLink: $("copy-link"),
   files: $("files"), filesSummary: $("files-summary"), fileList: $("file-list"),
@@ -75,7 +75,7 @@ function setState(state) {
   el.generate.disabled = busy || !app.config || !app.adapter;
   el.stop.disabled = !app.job;
   el.model.disabled = busy;
-  el.generate.textContent = state === "idle" ? `Download model (${formatBytes(currentModel()?.download_bytes)}) and generate` : "Generate";
+  el.generate.textContent = state === "idle" ? "Download and generate" : "Generate";
 }
 
 function status(text, detail = "") {
@@ -133,7 +133,8 @@ function validate(s) {
   if (app.model && !stepsAllowed) problems.scheduler = `This model has no ${s.scheduler} scheduler.`;
   const [lo, hi] = stepsAllowed ? [stepsAllowed[0], stepsAllowed[stepsAllowed.length - 1]] : [1, 50];
   if (!Number.isInteger(s.steps) || s.steps < lo || s.steps > hi) problems.steps = `Steps must be a whole number from ${lo} to ${hi}.`;
-  if (!Number.isFinite(s.guidance) || s.guidance < 0 || s.guidance > 30) problems.guidance = "Guidance must be a number from 0 to 30.";
+  // (Below 1 diffusers switches guidance off, which the compiled UNet cannot; 1 = the prompt alone.)
+  if (!Number.isFinite(s.guidance) || s.guidance < 1 || s.guidance > 30) problems.guidance = "Guidance must be a number from 1 to 30.";
   return problems;
 }
 
@@ -193,16 +194,15 @@ const currentModel = () => app.config?.models.find((m) => m.id === el.model.valu
 
 // ---- errors ---------------------------------------------------------------------------------------------
 
+// load.js's messages say which browsers work; these add what to check next.
 const WEBGPU_HELP = [
-  "Chrome or Edge 113 or newer on Windows, macOS or ChromeOS has WebGPU on by default.",
-  "On Linux or Android, use a current Chrome; on Linux enable chrome://flags/#enable-unsafe-webgpu and make sure Vulkan drivers are installed.",
-  "Safari 26 (macOS, iOS, iPadOS) and Firefox 141 or newer (Windows) also work.",
-  "Check chrome://gpu: \"WebGPU\" should read \"Hardware accelerated\". Update the graphics driver if it does not.",
+  "Check chrome://gpu (about:support in Firefox): WebGPU should read \"Hardware accelerated\". Updating the graphics driver often fixes it.",
+  "Laptops with two GPUs: let the browser use the dedicated one (in the operating system's graphics settings).",
 ];
 
 const ERROR_KINDS = {
   NoWebGPUError: { title: "WebGPU is not available", help: WEBGPU_HELP, action: "reload" },
-  MissingFeatureError: { title: "This GPU cannot run this model", help: WEBGPU_HELP.slice(3), action: "reload" },
+  MissingFeatureError: { title: "This GPU cannot run this model", help: WEBGPU_HELP.slice(0, 1), action: "reload" },
   DeviceLimitError: { title: "This GPU cannot run this model", action: null },
   DeviceLostError: { title: "The GPU stopped responding", help: ["Close other tabs or apps that use the GPU, then reload."], action: "reload" },
   FetchError: { title: "A download failed", help: ["Files that already arrived are kept; Retry fetches the rest."], action: "retry" },
@@ -223,15 +223,16 @@ function showError(err, retry) {
   el.retry.hidden = !app.retry;
   el.retry.textContent = kind.action === "reload" ? "Reload the page" : "Retry";
   el.error.hidden = false;
-  bar(null);
-  status(kind.title, "");
+  el.status.hidden = true; // the card says it
   setState("error");
   if (DEV) console.error(err, err.workerStack ?? "");
+  if (matchMedia("(max-width: 860px)").matches) el.frame.scrollIntoView({ block: "start", behavior: "smooth" });
   if (app.retry) el.retry.focus({ preventScroll: true });
 }
 
 function hideError() {
   el.error.hidden = true;
+  el.status.hidden = false;
   app.retry = null;
 }
 
@@ -411,6 +412,8 @@ async function generate(overrides = {}) {
   status(`Step 1 of ${run.steps}`, firstRun ? "The first image also prepares the GPU kernels, which takes longer." : "");
   bar(0);
   el.resultActions.hidden = true;
+  // On a phone the form sits above the image: bring the progress into view.
+  if (matchMedia("(max-width: 860px)").matches) el.frame.scrollIntoView({ block: "start", behavior: "smooth" });
   const started = performance.now();
   const stepTimes = [];
   const request = app.client.call("generate", { settings: run, previewEvery: every }, {
@@ -418,13 +421,18 @@ async function generate(overrides = {}) {
       if (p.phase === "step") {
         // p.step steps are done; the status names the one running now.
         stepTimes.push(p.ms);
+        const title = p.step < p.total ? `Step ${p.step + 1} of ${p.total}` : "Decoding the image…";
+        bar(p.step / p.total);
+        if (firstRun && stepTimes.length === 1 && p.step < p.total) {
+          // Its first step also compiled the kernels: no basis for an estimate yet.
+          status(title, `The first step took ${formatSeconds(p.ms)}, preparing the GPU kernels; estimating the time left…`);
+          return;
+        }
         const perStep = stepTimes.length > 1 ? typicalStep(stepTimes) : timings ? typicalStep(timings.steps) : p.ms;
         const vae = timings?.vae ?? 2 * perStep;
         const previewsLeft = every ? Math.floor((p.total - 1) / every) - Math.floor(p.step / every) : 0;
         const left = (p.total - p.step) * perStep + vae * (1 + previewsLeft);
-        status(p.step < p.total ? `Step ${p.step + 1} of ${p.total}` : "Decoding the image…",
-          `${(perStep / 1000).toFixed(perStep < 1000 ? 2 : 1)} s per step · about ${formatSeconds(left)} left`);
-        bar(p.step / p.total);
+        status(title, `${(perStep / 1000).toFixed(perStep < 1000 ? 2 : 1)} s per step · about ${formatSeconds(left)} left`);
       } else if (p.phase === "preview") {
         showPreview(p);
       } else if (p.phase === "encode") {

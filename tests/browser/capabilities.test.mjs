@@ -1,0 +1,131 @@
+// What the page says when it cannot work, in headless Chromium (no generation, no model download):
+//   1. no WebGPU (navigator.gpu removed in the page and its worker): guidance on what to enable, no stack
+//      trace, and not one model file fetched
+//   2. WebGPU without an adapter: the blocklist/driver advice
+//   3. a missing or malformed stable-diffusion-config.json: a clear message naming the file
+//   4. the developer tools appear only with ?dev=1
+//
+//   make test-browser     (or: node --test tests/browser/capabilities.test.mjs, after assembling build/test-site)
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { launchBrowser, modelRequests, openPage, pageText, screenshot, startServer, waitForState } from "./harness.mjs";
+
+let server, browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+// Init scripts run in pages, not in workers: the worker script gets the same line put in front of it.
+async function withoutWebGPU(session, line) {
+  await session.context.addInitScript(line);
+  await session.context.route("**/app/worker.js", async (route) => {
+    const response = await route.fetch();
+    route.fulfill({ response, body: `${line}\n${await response.text()}` });
+  });
+}
+
+const STACK = /\.js:\d+|at \w+ \(|TypeError|undefined/;
+
+test("without WebGPU the page explains what to enable, before downloading anything", { timeout: 60_000 }, async () => {
+  const session = await openPage(browser, server);
+  await withoutWebGPU(session, "if (self.Navigator) delete Navigator.prototype.gpu; if (self.WorkerNavigator) delete WorkerNavigator.prototype.gpu;");
+  const { page, requests } = session;
+  await page.goto(`${server.url}?model=sd15-tiny&autorun=1`);
+  assert.equal(await waitForState(page, ["error", "ready", "generating"], 30_000), "error");
+  const text = await pageText(page);
+  assert.equal(text.errorTitle, "WebGPU is not available");
+  assert.match(text.errorMessage, /navigator\.gpu is missing/);
+  assert.match(text.errorMessage, /Chrome or Edge \(113 or newer\)/);
+  assert.match(text.errorMessage, /enable-unsafe-webgpu/);
+  assert.match(text.errorHelp, /chrome:\/\/gpu/);
+  assert.doesNotMatch(text.errorMessage + text.errorHelp, STACK);
+  assert.equal(await page.evaluate(() => document.getElementById("generate").disabled), true);
+  assert.equal(await page.textContent("#retry"), "Reload the page");
+  assert.deepEqual(modelRequests(requests), [], "no model file was fetched");
+  await screenshot(page, "8-no-webgpu");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.evaluate(() => document.getElementById("frame").scrollIntoView({ block: "start" }));
+  await screenshot(page, "9-no-webgpu-phone");
+  await session.context.close();
+});
+
+test("WebGPU without a GPU adapter gets the driver and blocklist advice", { timeout: 60_000 }, async () => {
+  const session = await openPage(browser, server);
+  await withoutWebGPU(session, "if (self.GPU) GPU.prototype.requestAdapter = async () => null;");
+  const { page, requests } = session;
+  await page.goto(`${server.url}?model=sd15-tiny`);
+  assert.equal(await waitForState(page, ["error", "ready"], 30_000), "error");
+  const text = await pageText(page);
+  assert.equal(text.errorTitle, "WebGPU is not available");
+  assert.match(text.errorMessage, /no GPU adapter/);
+  assert.doesNotMatch(text.errorMessage + text.errorHelp, STACK);
+  assert.deepEqual(modelRequests(requests), []);
+  await session.context.close();
+});
+
+for (const [what, body, status, expected] of [
+  ["missing", "not found", 404, /stable-diffusion-config\.json\) is missing \(HTTP 404\)/],
+  ["not JSON", "{ models: ", 200, /stable-diffusion-config\.json\) is not valid JSON/],
+  ["of the wrong format", JSON.stringify({ format: "websd-site-config", version: 1, models: [{ id: "x" }] }), 200,
+    /stable-diffusion-config\.json\) is malformed: model 1 has no "label"/],
+]) {
+  test(`a configuration that is ${what} gets a clear message`, { timeout: 60_000 }, async () => {
+    const session = await openPage(browser, server);
+    await session.context.route("**/stable-diffusion-config.json", (route) =>
+      route.fulfill({ status, body, contentType: "application/json" }));
+    const { page } = session;
+    await page.goto(server.url);
+    assert.equal(await waitForState(page, ["error", "ready"], 30_000), "error");
+    const text = await pageText(page);
+    assert.equal(text.errorTitle, "The site is not configured");
+    assert.match(text.errorMessage, expected);
+    if (what === "missing") await screenshot(page, "10-no-config");
+    await session.context.close();
+  });
+}
+
+test("a large model waits for a click before downloading; the click starts it", { timeout: 60_000 }, async () => {
+  const session = await openPage(browser, server);
+  const { context, page, requests } = session;
+  // The tiny model, announced as 4 GB.
+  await context.route("**/stable-diffusion-config.json", async (route) => {
+    const response = await route.fetch();
+    const config = await response.json();
+    for (const m of config.models) m.download_bytes = 4 * 2 ** 30;
+    route.fulfill({ response, json: config });
+  });
+  await page.goto(`${server.url}?model=sd15-tiny`);
+  assert.equal(await waitForState(page, ["idle", "ready", "error"], 30_000), "idle");
+  assert.match(await page.textContent("#status-text"), /4\.0 GB to download/);
+  assert.equal(await page.textContent("#generate"), "Download and generate");
+  assert.equal(await page.isEnabled("#generate"), true);
+  assert.deepEqual(modelRequests(requests), [], "nothing downloaded before the click");
+  await screenshot(page, "11-idle-large-model");
+  await page.evaluate(() => window.websd.load());
+  assert.equal(await page.evaluate(() => document.body.dataset.state), "ready");
+  assert.ok(modelRequests(requests).includes("stable_diffusion_webgpu.wasm"));
+  await context.close();
+});
+
+test("developer tools only with ?dev=1", { timeout: 60_000 }, async () => {
+  const session = await openPage(browser, server);
+  const { page, requests } = session;
+  await page.goto(`${server.url}?model=sd15-tiny`);
+  await waitForState(page, ["ready", "error"]);
+  assert.equal(await page.isHidden("#dev"), true);
+  assert.ok(!requests.some((p) => p.endsWith("dev.js")));
+  await page.goto(`${server.url}?model=sd15-tiny&dev=1`);
+  await waitForState(page, ["ready", "error"]);
+  assert.equal(await page.isVisible("#dev"), true);
+  assert.match(await page.textContent("#dev"), /Developer tools[\s\S]*swiftshader/i);
+  await session.context.close();
+});

@@ -1,0 +1,130 @@
+// Shared by the browser tests: the site served by deploy/serve.py, headless Chromium on SwiftShader driven by
+// playwright-core, a request log per browser context, screenshots, and the PyTorch reference.
+//
+//   make test-browser        (assembles build/test-site with the tiny model, then runs tests/browser/*.test.mjs)
+//
+// TEST_SITE names the assembled site (default build/test-site). Screenshots and images go to
+// test-results/browser/ (git-ignored).
+
+import { execFile, spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+import { chromium } from "playwright-core";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const SITE = path.resolve(ROOT, process.env.TEST_SITE ?? "build/test-site");
+export const RESULTS = path.join(ROOT, "test-results/browser");
+export const MODEL = "sd15-tiny";
+export const MODEL_DIR = `models/${MODEL}/`;
+mkdirSync(RESULTS, { recursive: true });
+
+const CHROMIUM_ARGS = [
+  "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader",
+  "--use-webgpu-adapter=swiftshader", "--disable-background-networking", "--disable-component-update",
+  "--disable-sync", "--no-first-run",
+];
+
+/** deploy/serve.py on a free port: {url, close()}. */
+export async function startServer() {
+  const child = spawn("python3", [path.join(ROOT, "deploy/serve.py"), "--dir", SITE, "--port", "0", "--quiet"],
+    { stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  const url = await new Promise((resolve, reject) => {
+    child.stdout.on("data", (d) => {
+      const m = /serving (http\S+)/.exec(String(d));
+      if (m) resolve(m[1]);
+    });
+    child.on("exit", (code) => reject(new Error(`serve.py exited (${code}): ${stderr}; run make test-browser (it assembles ${SITE})`)));
+  });
+  return { url, close: () => child.kill() };
+}
+
+export function launchBrowser() {
+  return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", headless: false, args: CHROMIUM_ARGS });
+}
+
+/**
+ * A fresh browser context (its own Cache API storage) and page. `requests` lists every URL path the page and
+ * its worker asked for, in order; `errors` collects page errors and console errors.
+ */
+export async function openPage(browser, server, { viewport = { width: 1280, height: 860 }, initScript } = {}) {
+  const context = await browser.newContext({ viewport });
+  if (initScript) await context.addInitScript(initScript);
+  const page = await context.newPage();
+  const requests = [];
+  const errors = [];
+  context.on("request", (r) => {
+    const u = new URL(r.url());
+    if (u.protocol.startsWith("http")) requests.push(u.pathname.slice(1));
+  });
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
+  page.setDefaultTimeout(240_000);
+  return { context, page, requests, errors, url: server.url };
+}
+
+/** Requests for model files (paths under models/<variant>/), as paths relative to the variant folder. */
+export const modelRequests = (requests) => requests.filter((p) => p.startsWith(MODEL_DIR)).map((p) => p.slice(MODEL_DIR.length));
+
+export async function waitForState(page, states, timeout = 240_000) {
+  const wanted = [].concat(states);
+  await page.waitForFunction((w) => w.includes(document.body.dataset.state), wanted, { timeout, polling: 100 });
+  return page.evaluate(() => document.body.dataset.state);
+}
+
+export async function pageText(page) {
+  return page.evaluate(() => ({
+    state: document.body.dataset.state,
+    status: document.getElementById("status-text").textContent,
+    detail: document.getElementById("status-detail").textContent,
+    errorTitle: document.getElementById("error").hidden ? "" : document.getElementById("error-title").textContent,
+    errorMessage: document.getElementById("error").hidden ? "" : document.getElementById("error-message").textContent,
+    errorHelp: document.getElementById("error").hidden ? "" : document.getElementById("error-help").textContent,
+  }));
+}
+
+export async function screenshot(page, name, options = {}) {
+  const file = path.join(RESULTS, `${name}.png`);
+  await page.screenshot({ path: file, ...options });
+  return file;
+}
+
+/** The bytes of the image shown in #result. */
+export async function resultPNG(page) {
+  const b64 = await page.evaluate(async () => {
+    const bytes = new Uint8Array(await (await fetch(document.getElementById("result").src)).arrayBuffer());
+    let s = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+  });
+  return Buffer.from(b64, "base64");
+}
+
+const run = promisify(execFile);
+const PY = path.join(ROOT, ".venv/bin/python");
+
+/** stages/reference.py (PyTorch/diffusers on the CPU) with the same settings; returns the PNG path. */
+export async function reference(s, name) {
+  const out = path.join(RESULTS, `${name}.png`);
+  await run(PY, [path.join(ROOT, "stages/reference.py"), "--model", "sd15", "--weights", path.join(ROOT, "artifacts", MODEL, "weights"),
+    "--prompt", s.prompt, "--negative", s.negative, "--seed", String(s.seed), "--steps", String(s.steps),
+    "--scheduler", s.scheduler, "--guidance", String(s.guidance), "--out", out], { cwd: ROOT, maxBuffer: 1 << 24 });
+  return out;
+}
+
+/** PSNR (dB, over RGB) of two PNGs and their text chunks: {psnr, text_a, text_b, size_a, size_b}. */
+export async function comparePNG(a, b) {
+  const { stdout } = await run(PY, [path.join(ROOT, "tests/browser/compare_png.py"), a, b]);
+  return JSON.parse(stdout);
+}
+
+export async function save(name, bytes) {
+  const file = path.join(RESULTS, name);
+  await writeFile(file, bytes);
+  return file;
+}
