@@ -15,6 +15,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 import { create, globals } from "webgpu";
 
+import { installProfiler } from "./kernel_profile.js";
 import { loadModel } from "../web/runtime/load.js";
 import { toGPU } from "../web/runtime/tvm.js";
 
@@ -27,6 +28,7 @@ const { values: opt } = parseArgs({
     "random-weights": { type: "boolean", default: false },
     json: { type: "string" },
     "dawn-toggle": { type: "string", multiple: true, default: [] },
+    profile: { type: "boolean", default: false },
   },
 });
 
@@ -53,11 +55,16 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 async function main() {
   Object.assign(globalThis, globals);
-  const gpu = create(opt["dawn-toggle"].map((t) => `enable-dawn-features=${t}`));
+  const dawn = opt["dawn-toggle"].map((t) => `enable-dawn-features=${t}`);
+  if (opt.profile) dawn.push("disable-dawn-features=timestamp_quantization");
+  const gpu = create(dawn);
+  let profiler;
   const manifestUrl = pathToFileURL(resolve(opt.model)).href;
   const fetchFile = async (url) => new Uint8Array(await readFile(fileURLToPath(url)));
   const t0 = performance.now();
-  const model = await loadModel({ manifestUrl, gpu, fetchFile, makeParams: opt["random-weights"] ? randomParams : undefined });
+  const model = await loadModel({ manifestUrl, gpu, fetchFile, makeParams: opt["random-weights"] ? randomParams : undefined,
+    optionalFeatures: opt.profile ? ["timestamp-query"] : [],
+    onDevice: (device) => { if (opt.profile) profiler = installProfiler(device); } });
   const loadMs = performance.now() - t0;
   const info = model.handle.adapter.info ?? {};
   const adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
@@ -87,6 +94,18 @@ async function main() {
   };
   console.log(`summary: unet ${summary.unet_step_ms.toFixed(1)} ms/step, text ${summary.text_encoder_ms.toFixed(1)} ms, ` +
               `vae ${summary.vae_ms.toFixed(1)} ms, end to end ${summary.end_to_end_ms.toFixed(0)} ms`);
+  if (profiler) {
+    // One more generation of 2 steps, every kernel timed: the UNet's kernels appear twice per step.
+    profiler.start();
+    await model.generate({ prompt: "profile", seed: 0, steps: 2, scheduler: opt.scheduler });
+    const kernels = await profiler.stop();
+    const total = kernels.reduce((n, k) => n + k.ms, 0);
+    console.log(`profile: ${kernels.reduce((n, k) => n + k.calls, 0)} dispatches, ${total.toFixed(1)} ms GPU time`);
+    for (const k of kernels.slice(0, 40)) {
+      console.log(`${k.ms.toFixed(2).padStart(9)} ms ${(100 * k.ms / total).toFixed(1).padStart(5)}% ${String(k.calls).padStart(4)}x  ${k.name}`);
+    }
+    summary.profile = kernels;
+  }
   if (opt.json) await writeFile(opt.json, JSON.stringify(summary, null, 1));
   model.dispose();
 }

@@ -22,9 +22,11 @@ def _transform():
 
 def canonicalize():
     from .passes.narrow_take_indices import NarrowTakeIndices
+    from .passes.split_group_norm import SplitGroupNorm
 
     T = _transform()
-    return [T.DecomposeOpsForInference(), T.CanonicalizeBindings(), NarrowTakeIndices]
+    return [T.DecomposeOpsForInference(), T.CanonicalizeBindings(), NarrowTakeIndices, SplitGroupNorm,
+            T.CanonicalizeBindings()]
 
 
 def lift_parameter_transforms():

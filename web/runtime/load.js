@@ -48,7 +48,7 @@ export function modelFiles(manifest, manifestUrl) {
 }
 
 /** An adapter and a device fit for `manifest`, or a NoWebGPUError / MissingFeatureError saying what to do. */
-export async function requestDevice(gpu, manifest = { required_features: [] }) {
+export async function requestDevice(gpu, manifest = { required_features: [] }, optionalFeatures = []) {
   if (!gpu) {
     throw new NoWebGPUError(
       "This browser does not offer WebGPU (navigator.gpu is missing). Use a current Chrome or Edge (113 or " +
@@ -73,9 +73,10 @@ export async function requestDevice(gpu, manifest = { required_features: [] }) {
   }
   let device;
   try {
+    const extra = optionalFeatures.filter((f) => adapter.features.has(f));
     device = await adapter.requestDevice({
       requiredLimits: deviceLimits(adapter),
-      requiredFeatures: manifest.required_features ?? [],
+      requiredFeatures: [...(manifest.required_features ?? []), ...extra],
     });
   } catch (err) {
     throw new NoWebGPUError(`The GPU adapter refused to create a device (${err.message}); close other GPU-heavy tabs and retry.`);
@@ -91,9 +92,10 @@ export async function requestDevice(gpu, manifest = { required_features: [] }) {
  *   onDeviceLost(DeviceLostError)
  *   makeParams  optional (handle, cache, cacheUrl) -> tensors, instead of downloading shards (benchmarks
  *               fill full-size weights on the GPU machine itself; nothing that large can be carried there)
+ *   optionalFeatures, onDevice(device)  for development tools (e.g. "timestamp-query" and a profiler)
  */
 export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () => {}, onDeviceLost, logger = () => {}, tvmjs,
-                                  makeParams }) {
+                                  makeParams, optionalFeatures = [], onDevice }) {
   const fetchVerified = async (url, opts = {}) => {
     const bytes = await fetchFile(url, opts);
     if (opts.sha256) await verify(bytes, opts.sha256, url);
@@ -104,7 +106,8 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
   const at = (rec) => new URL(rec.path, manifestUrl).href;
 
   onProgress({ phase: "device" });
-  const { adapter, device } = await requestDevice(gpu, manifest);
+  const { adapter, device } = await requestDevice(gpu, manifest, optionalFeatures);
+  onDevice?.(device);
   device.lost?.then((info) => {
     if (info.reason !== "destroyed") onDeviceLost?.(new DeviceLostError(`The GPU device was lost (${info.message || info.reason}); reload the page to start again.`));
   });

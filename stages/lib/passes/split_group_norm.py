@@ -1,0 +1,80 @@
+"""SplitGroupNorm: group normalisation as wide two-stage reductions plus one elementwise kernel.
+
+`R.nn.group_norm` legalizes to one kernel whose reductions get one workgroup per (batch, group): SD's
+UNet and VAE normalise 32 groups of up to 10 x 64 x 64 (UNet) or 4 x 512 x 512 (VAE) values, so a batch-2
+call runs 64 workgroups on a GPU with over a hundred compute units, each reducing tens of thousands of
+values alone. Measured on an H100 through Dawn, those kernels were 45% of the UNet's GPU time.
+
+Here each group's values are reshaped to (chunks, chunk) and summed in two stages (thousands of rows, then
+a short one), once for the mean and once for the centred second moment (two passes, not E[x^2] - E[x]^2,
+whose cancellation would cost precision); the normalisation and affine transform are elementwise and fuse
+with what follows (SiLU) into one kernel.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax import op
+
+# Groups smaller than this stay as they are: one workgroup reduces them quickly.
+MIN_GROUP_SIZE = 4096
+# Target length of the first-stage rows.
+CHUNK = 512
+
+
+def _chunk(length: int) -> int:
+    """The largest divisor of `length` not above CHUNK (at least 2 stages' worth of rows)."""
+    for size in range(min(CHUNK, length), 0, -1):
+        if length % size == 0:
+            return size
+    return 1
+
+
+@relax.expr_functor.mutator
+class _Split(relax.PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.group_norm = tvm.ir.Op.get("relax.nn.group_norm")
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not call.op.same_as(self.group_norm):
+            return call
+        x, gamma, beta = call.args
+        attrs = call.attrs
+        shape = [int(d) for d in x.ty.shape]
+        if (len(shape) != 4 or int(attrs.channel_axis) != 1 or [int(a) for a in attrs.axes] != [2, 3]
+                or not (attrs.center and attrs.scale) or x.ty.dtype != "float32"):
+            return call
+        n, c, h, w = shape
+        groups = int(attrs.num_groups)
+        length = c // groups * h * w
+        if length < MIN_GROUP_SIZE:
+            return call
+        chunk = _chunk(length)
+        emit = self.builder_.emit
+        rows = emit(op.reshape(x, (n, groups, length // chunk, chunk)))
+        inv_len = relax.const(1.0 / length, "float32")
+
+        def mean_of(values):  # (n, g, rows, chunk) -> (n, g, 1, 1)
+            partial = emit(op.sum(values, axis=[3], keepdims=True))
+            return emit(op.multiply(emit(op.sum(partial, axis=[2], keepdims=True)), inv_len))
+
+        mean = mean_of(rows)
+        centred = emit(op.subtract(rows, mean))
+        var = mean_of(emit(op.multiply(centred, centred)))
+        inv_std = emit(op.rsqrt(emit(op.add(var, relax.const(float(attrs.epsilon), "float32")))))
+        normed = emit(op.reshape(emit(op.multiply(centred, inv_std)), (n, c, h, w)))
+        scale = emit(op.reshape(gamma, (1, c, 1, 1)))
+        shift = emit(op.reshape(beta, (1, c, 1, 1)))
+        return op.add(op.multiply(normed, scale), shift)
+
+
+@tvm.transform.module_pass(opt_level=0, name="SplitGroupNorm")
+def SplitGroupNorm(mod, ctx):  # noqa: N802 (TVM pass naming)
+    mutator = _Split(mod)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return mutator.builder_.get()
