@@ -1,0 +1,162 @@
+"""Bad input: each gives one clear error line and a non-zero exit, and writes nothing into the artifacts.
+
+    .venv/bin/python -m pytest tests/python/test_build_errors.py -q
+
+Through make where a user meets it (WEIGHTS unset, missing or incomplete; an unknown model; a corrupt
+weights file), and through the stage scripts for what only they are given (a variant of an unknown model,
+a wrong --submodule).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import MODEL, VARIANT, run_make, run_stage, snapshot, stage_lines
+
+WRONG_SUBMODULE = "unett"
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """What the user is told: stderr, less make's own closing `make: *** [target] Error 1` line (it names
+    the recipe that failed, after the stage has said why)."""
+    return [line for line in result.stderr.splitlines()
+            if line.strip() and not (line.startswith("make: *** [") and "] Error " in line)]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *phrases: str) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = error_lines(result)
+    assert len(lines) == 1, lines
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+    return lines[0]
+
+
+def assert_nothing_in(folder: Path) -> None:
+    assert not folder.exists() or not any(folder.iterdir()), sorted(folder.rglob("*"))
+
+
+@pytest.fixture
+def artifacts(tmp_path) -> Path:
+    """An ARTIFACTS folder that must stay empty."""
+    return tmp_path / "artifacts"
+
+
+@pytest.fixture
+def weights_copy(tiny_build, tmp_path):
+    """A copy (cp -a, mtimes kept) of the tiny model's diffusers folder, which a test may break."""
+    copy = tmp_path / "weights"
+    subprocess.run(["cp", "-a", str(tiny_build.weights), str(copy)], check=True)
+    return copy
+
+
+# ---- make: WEIGHTS ----------------------------------------------------------------------------------------------
+
+
+def test_weights_unset(artifacts):
+    result = run_make(MODEL, ARTIFACTS=artifacts)
+    assert_one_line_error(result, "WEIGHTS is not set", "WEIGHTS=tiny")
+    assert_nothing_in(artifacts)
+
+
+def test_weights_folder_does_not_exist(artifacts, tmp_path):
+    missing = tmp_path / "nonexistent"
+    result = run_make(MODEL, WEIGHTS=missing, ARTIFACTS=artifacts)
+    assert_one_line_error(result, f"WEIGHTS={missing}", "no such folder")
+    assert_nothing_in(artifacts)
+
+
+def test_weights_folder_without_vae(artifacts, weights_copy):
+    subprocess.run(["rm", "-r", str(weights_copy / "vae")], check=True)
+    result = run_make(MODEL, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
+    line = assert_one_line_error(result, f"WEIGHTS={weights_copy}", "lacks vae/")
+    assert "unet/" not in line.split("lacks")[1].split(":")[0], "names a folder that is there"
+    assert_nothing_in(artifacts)
+    # A stage given the same folder says the same.
+    stage = run_stage("trace", "--variant-dir", artifacts / MODEL, "--submodule", "vae", "--weights", weights_copy)
+    assert_one_line_error(stage, "error: trace:", "lacks the folder(s) vae")
+    assert_nothing_in(artifacts)
+
+
+def test_complete_weights_folder_is_accepted(weights_copy, artifacts):
+    """The checks above must not refuse a good folder (they once did, for every folder): make gets as
+    far as planning the build."""
+    result = run_make(MODEL, "-n", WEIGHTS=weights_copy, ARTIFACTS=artifacts)
+    assert result.returncode == 0, result.stderr
+    trace = f"stages/trace.py --variant-dir {artifacts}/{MODEL} --submodule unet --weights {weights_copy}"
+    assert trace in result.stdout
+    assert_nothing_in(artifacts)
+
+
+def test_corrupt_safetensors(tiny_build, weights_copy, tmp_path):
+    """A build of these weights that is up to date, then the UNet's weights file cut in half: dump-params
+    (the one stage that reads weights) stops with one line naming the file, and the old tensor cache, its
+    stamp and build.log stay as they were."""
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    variant = artifacts / MODEL  # WEIGHTS=<folder> builds the variant named after the model
+    subprocess.run(["cp", "-a", str(tiny_build.variant), str(variant)], check=True)
+    before = snapshot(variant)
+    (weights_file,) = (weights_copy / "unet").glob("*.safetensors")
+    data = weights_file.read_bytes()
+    weights_file.write_bytes(data[: len(data) // 2])
+
+    result = run_make(MODEL, WEIGHTS=weights_copy, ARTIFACTS=artifacts, TUNING=tiny_build.tuning)
+    assert_one_line_error(result, "error: dump-params:", str(weights_file), "not a readable safetensors file")
+    assert stage_lines(result.stdout) == [f"DUMP-PARAMS {variant}/unet"]
+    assert snapshot(variant) == before
+    assert sorted(p.name for p in artifacts.iterdir()) == [MODEL]
+
+
+# ---- unknown model, wrong submodule --------------------------------------------------------------------------
+
+
+def test_make_unknown_model_goal(artifacts):
+    result = run_make("sd99", WEIGHTS="tiny", ARTIFACTS=artifacts)
+    assert_one_line_error(result, "sd99")
+    assert_nothing_in(artifacts)
+
+
+def test_make_reference_unknown_model(artifacts, weights_copy, tmp_path):
+    out = tmp_path / "ref.png"
+    generated = run_make("reference", MODEL="sd99", WEIGHTS="tiny", ARTIFACTS=artifacts, OUT=out)
+    assert_one_line_error(generated, "unknown model 'sd99'", "sd15")
+    folder = run_make("reference", MODEL="sd99", WEIGHTS=weights_copy, ARTIFACTS=artifacts, OUT=out)
+    assert_one_line_error(folder, "error: reference:", "unknown model 'sd99'", "sd15")
+    assert_nothing_in(artifacts)
+    assert not out.exists() and list(tmp_path.glob(".ref.png*")) == []
+
+
+def test_stage_unknown_model(tiny_build, artifacts):
+    result = run_stage("trace", "--variant-dir", artifacts / "sd99-x", "--submodule", "unet",
+                       "--weights", tiny_build.weights)
+    assert_one_line_error(result, "error: trace:", "unknown model 'sd99'", "sd15")
+    assert_nothing_in(artifacts)
+
+
+@pytest.fixture(scope="module")
+def variant_for_errors(tiny_build, tmp_path_factory) -> Path:
+    """A copy of the built variant that stage scripts are pointed at with wrong arguments."""
+    variant = tmp_path_factory.mktemp("errors") / VARIANT
+    subprocess.run(["cp", "-a", str(tiny_build.variant), str(variant)], check=True)
+    return variant
+
+
+@pytest.mark.parametrize("stage, args", [
+    ("trace", ["--weights", "WEIGHTS"]),
+    ("transform", []),
+    ("tune", []),
+    ("export_lib", ["--target", "cpu"]),
+    ("dump_params", ["--weights", "WEIGHTS"]),
+])
+def test_stage_wrong_submodule(variant_for_errors, stage, args):
+    before = snapshot(variant_for_errors)
+    args = [str(variant_for_errors / "weights") if a == "WEIGHTS" else a for a in args]
+    result = run_stage(stage, "--variant-dir", variant_for_errors, "--submodule", WRONG_SUBMODULE, *args)
+    assert_one_line_error(result, f"error: {stage.replace('_', '-')}:", f"no submodule '{WRONG_SUBMODULE}'",
+                          "clip, unet, vae, sched")
+    assert snapshot(variant_for_errors) == before
+    assert not (variant_for_errors / WRONG_SUBMODULE).exists()

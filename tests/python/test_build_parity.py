@@ -1,0 +1,195 @@
+"""The compiled CPU libraries against the PyTorch modules they were traced from, and the whole pipeline
+against diffusers, on the tiny SD 1.5 model that conftest builds once per session.
+
+    .venv/bin/python -m pytest tests/python/test_build_parity.py -q
+
+Submodules: each `<variant>/<sub>/lib.cpu.v1.so` with its tensor cache `params.v1/` (loaded as
+stages/lib/cpu_pipeline.py loads them) gets random inputs from fixed seeds, and so does the PyTorch module with
+the real weights from the generated diffusers folder `<variant>/weights/`; float32 outputs must agree to a
+relative error (||ours - ref|| / ||ref||) of 1e-4. The VAE's packed RGBA is compared byte by byte and with the
+float image before rounding. Pipeline: CompiledPipeline.generate against reference.generate (diffusers) for each
+scheduler, and `make reference` end to end.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+from conftest import Compiled, relative_error
+
+TOLERANCE = 1e-4
+PROMPTS = ("blurry, low quality, watermark", "a photo of an astronaut riding a horse on the moon")
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+
+
+def as_tensor(x) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(x, order="C"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_build):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(tiny_build.weights / "tokenizer")
+
+
+def test_tensor_caches_match_the_compiled_functions(tiny_build):
+    """The weights a compiled function takes after its inputs are the cache's records, in order, by name."""
+    for sub in ("clip", "unet", "vae"):
+        compiled = Compiled(tiny_build.variant, sub)
+        (function, fmeta), = [(n, m) for n, m in compiled.meta["functions"].items() if m["params"]]
+        assert compiled.cache_meta["function"] == function
+        assert compiled.cache_meta["submodule"] == sub
+        assert len(compiled.params) == len(fmeta["params"]) > 0
+        for tensor, spec in zip(compiled.params, fmeta["params"]):
+            assert list(tensor.shape) == spec["shape"] and str(tensor.dtype) == spec["dtype"], spec
+
+
+def test_clip(tiny_build, tokenizer):
+    from transformers import CLIPTextModel
+
+    model = CLIPTextModel.from_pretrained(tiny_build.weights / "text_encoder").eval()
+    compiled = Compiled(tiny_build.variant, "clip")
+    prompts = tokenizer(list(PROMPTS), padding="max_length", max_length=77, truncation=True,
+                        return_tensors="np").input_ids.astype(np.int32)
+    rng = np.random.default_rng(1)
+    random_ids = rng.integers(0, model.config.vocab_size, size=(2, 77), dtype=np.int32)
+    for ids in (prompts, random_ids):
+        assert ids.shape == (2, 77) and (ids[0] != ids[1]).any()
+        with torch.no_grad():
+            ref = model(as_tensor(ids).long()).last_hidden_state.numpy()
+        ours = compiled("clip", ids)
+        assert ours.shape == ref.shape == (2, 77, model.config.hidden_size)
+        assert relative_error(ours, ref) <= TOLERANCE
+
+
+def test_unet(tiny_build):
+    from diffusers import UNet2DConditionModel
+
+    from lib.submodules.unet import GuidedUNet
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_build.weights / "unet").eval()
+    wrapper = GuidedUNet(unet).eval()
+    compiled = Compiled(tiny_build.variant, "unet")
+    size, channels = unet.config.sample_size, unet.config.in_channels
+    rng = np.random.default_rng(2)
+    # Integer, fractional (Euler) and small timesteps; guidance 1 is the conditional prediction alone.
+    for timestep, guidance in ((981.0, 7.5), (500.25, 1.0), (1.0, 12.0)):
+        latents = rng.standard_normal((1, channels, size, size), dtype=np.float32)
+        embeddings = rng.standard_normal((2, 77, unet.config.cross_attention_dim), dtype=np.float32)
+        t, g = np.array(timestep, np.float32), np.array(guidance, np.float32)
+        with torch.no_grad():
+            ref = wrapper(as_tensor(latents), as_tensor(t), as_tensor(embeddings), as_tensor(g)).numpy()
+        ours = compiled("unet", latents, t, embeddings, g)
+        assert ours.shape == ref.shape == latents.shape
+        assert ref.std() > 0.01
+        assert relative_error(ours, ref) <= TOLERANCE, (timestep, guidance)
+
+
+def test_vae(tiny_build):
+    """Packed RGBA: the same bytes as the torch wrapper but for a tiny fraction off by one where the float
+    sits on a rounding edge; and every channel within 0.5 (+ float error) of the float image before rounding."""
+    from diffusers import AutoencoderKL
+
+    from lib.submodules.vae import DecodeToRGBA
+
+    wrapper = DecodeToRGBA(AutoencoderKL.from_pretrained(tiny_build.weights / "vae").eval()).eval()
+    compiled = Compiled(tiny_build.variant, "vae")
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 3.0):  # latents as the denoiser leaves them, and wider ones that clamp more pixels
+        latents = (scale * rng.standard_normal((1, 4, 16, 16))).astype(np.float32)
+        with torch.no_grad():
+            ref = wrapper(as_tensor(latents)).numpy()
+            image = wrapper.decoder(wrapper.post_quant_conv(as_tensor(latents) / wrapper.scaling_factor))[0]
+            exact = ((image / 2 + 0.5).clamp(0, 1) * 255).numpy().transpose(1, 2, 0)  # before rounding
+        ours = compiled("vae", latents)
+        assert ours.shape == ref.shape == (128, 128)
+        ours_rgba = ours.view(np.uint32).view(np.uint8).reshape(128, 128, 4)
+        ref_rgba = ref.view(np.uint32).view(np.uint8).reshape(128, 128, 4)
+        assert (ours_rgba[..., 3] == 255).all()
+        # The image is a picture, not a flat or saturated field.
+        assert ref_rgba[..., :3].std() > 10 and ((exact > 0) & (exact < 255)).mean() > 0.5
+        diff = np.abs(ours_rgba.astype(int) - ref_rgba.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+        assert np.abs(ours_rgba[..., :3] - exact).max() <= 0.5 + 0.01
+
+
+@pytest.mark.parametrize("terms", [1, 2, 3, 4, 5])
+def test_sched_lincomb(tiny_build, terms):
+    from lib.submodules.sched import LinComb
+
+    compiled = Compiled(tiny_build.variant, "sched")
+    shape = tuple(compiled.meta["functions"][f"lincomb{terms}"]["inputs"][1]["shape"])
+    rng = np.random.default_rng(10 + terms)
+    coeffs = rng.standard_normal(terms).astype(np.float32)
+    tensors = [rng.standard_normal(shape, dtype=np.float32) for _ in range(terms)]
+    with torch.no_grad():
+        ref = LinComb()(as_tensor(coeffs), *map(as_tensor, tensors)).numpy()
+    ours = compiled(f"lincomb{terms}", coeffs, *tensors)
+    assert relative_error(ours, ref) <= TOLERANCE
+
+
+# ---- the whole pipeline ------------------------------------------------------------------------------------
+
+
+def psnr(a, b) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+@pytest.fixture(scope="module")
+def compiled_pipeline(tiny_build):
+    from lib.cpu_pipeline import CompiledPipeline
+
+    return CompiledPipeline(tiny_build.variant, tokenizer_dir=tiny_build.weights / "tokenizer")
+
+
+@pytest.mark.parametrize("scheduler", ["pndm", "dpm", "euler"])
+def test_pipeline_matches_diffusers(tiny_build, compiled_pipeline, scheduler):
+    import reference
+
+    settings = dict(negative=PROMPTS[0], seed=1234, steps=5, scheduler=scheduler, guidance=7.5)
+    ours = compiled_pipeline.generate(PROMPTS[1], **settings)
+    ref = reference.generate(tiny_build.weights, prompt=PROMPTS[1], **settings)
+    assert ours.shape == (128, 128, 4) and ref.shape == (128, 128, 3)
+    assert (ours[..., 3] == 255).all()
+    assert ref.std() > 10, "diffusers made a flat image: the comparison would prove nothing"
+    assert ours[..., :3].std() > 10
+    assert psnr(ours[..., :3], ref) >= 40
+    assert np.abs(ours[..., :3].astype(int) - ref.astype(int)).max() <= 3
+
+
+def test_pipeline_depends_on_its_inputs(compiled_pipeline):
+    """Prompt, seed, scheduler and guidance each change the image by more than the parity tolerance, so a
+    pipeline that dropped one of them could not pass the comparison with diffusers above."""
+    base = dict(negative="", seed=0, steps=4, scheduler="dpm", guidance=7.5)
+    image = compiled_pipeline.generate("a red apple", **base)
+    for change in (dict(seed=1), dict(scheduler="euler"), dict(guidance=1.0)):
+        other = compiled_pipeline.generate("a red apple", **{**base, **change})
+        assert psnr(image, other) < 45, change
+    assert psnr(image, compiled_pipeline.generate("a blue car", **base)) < 45, "the prompt changed nothing"
+
+
+def test_make_reference_writes_png_with_settings(tiny_build, tmp_path):
+    from PIL import Image
+
+    import reference
+
+    out = tmp_path / "out" / "ref.png"
+    settings = dict(PROMPT=PROMPTS[1], NEGATIVE=PROMPTS[0], SEED=77, STEPS=3, SCHEDULER="euler", GUIDANCE=5.5)
+    result = tiny_build.make("reference", OUT=out, **settings)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.size == (128, 128)
+        text = dict(png.text)
+        pixels = np.asarray(png.convert("RGB"))
+    assert text == {"prompt": PROMPTS[1], "negative_prompt": PROMPTS[0], "seed": "77", "steps": "3",
+                    "scheduler": "euler", "guidance": "5.5", "model": "sd15"}
+    # The pixels are that generation's, not some other: diffusers in this process, same settings.
+    again = reference.generate(tiny_build.weights, prompt=PROMPTS[1], negative=PROMPTS[0], seed=77, steps=3,
+                               scheduler="euler", guidance=5.5)
+    assert pixels.std() > 10
+    assert np.abs(pixels.astype(int) - again.astype(int)).max() <= 1
+    assert not list(out.parent.glob(".*")), "a temporary file was left beside the PNG"
