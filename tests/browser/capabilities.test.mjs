@@ -116,6 +116,17 @@ test("a large model waits for a click before downloading; the click starts it", 
   await context.close();
 });
 
+test("the site works from a sub-path, as on GitHub Pages (https://<user>.github.io/<repo>/)", { timeout: 60_000 }, async () => {
+  const session = await openPage(browser, server);
+  const { context, page, requests } = session;
+  // /repo/<path> is answered by /<path>: every URL the page makes must be relative to where it is served.
+  await context.route(`${server.url}repo/**`, (route) => route.continue({ url: route.request().url().replace("/repo/", "/") }));
+  await page.goto(`${server.url}repo/?model=sd15-tiny`);
+  assert.equal(await waitForState(page, ["ready", "error"]), "ready", JSON.stringify(await pageText(page)));
+  assert.deepEqual(requests.filter((p) => !p.startsWith("repo/")), [], "every request stays under /repo/");
+  await context.close();
+});
+
 test("developer tools only with ?dev=1", { timeout: 60_000 }, async () => {
   const session = await openPage(browser, server);
   const { page, requests } = session;

@@ -91,6 +91,10 @@ test("autorun from URL settings: the image matches the PyTorch reference and car
   assert.equal(shared.get("scheduler"), "euler");
   assert.equal(shared.get("autorun"), null);
 
+  // It fetched only the site's own files and the configured model, and nothing from anywhere else.
+  assert.deepEqual(session.foreign, []);
+  const unexpected = requests.filter((p) => !/^(|app\/[a-z]+\.(js|css)|runtime\/[a-z_/]+\.js|vendor\/.+|stable-diffusion-config\.json|models\/sd15-tiny\/.+)$/.test(p.split("?")[0]));
+  assert.deepEqual(unexpected, []);
   // Dev tools stay out of the normal page.
   assert.ok(!requests.some((p) => p.endsWith("dev.js")), "dev.js is loaded only with ?dev=1");
   assert.equal(await page.evaluate(() => document.getElementById("dev").hidden), true);

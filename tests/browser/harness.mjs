@@ -50,22 +50,26 @@ export function launchBrowser() {
 
 /**
  * A fresh browser context (its own Cache API storage) and page. `requests` lists every URL path the page and
- * its worker asked for, in order; `errors` collects page errors and console errors.
+ * its worker asked of the server, in order; `foreign` every URL of another origin; `errors` collects page
+ * errors and console errors.
  */
 export async function openPage(browser, server, { viewport = { width: 1280, height: 860 }, initScript } = {}) {
   const context = await browser.newContext({ viewport });
   if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   const requests = [];
+  const foreign = []; // requests to any other origin (there must be none)
   const errors = [];
+  const origin = new URL(server.url).origin;
   context.on("request", (r) => {
     const u = new URL(r.url());
-    if (u.protocol.startsWith("http")) requests.push(u.pathname.slice(1));
+    if (u.origin === origin) requests.push(u.pathname.slice(1));
+    else if (u.protocol !== "blob:" && u.protocol !== "data:") foreign.push(u.href);
   });
   page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
   page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
   page.setDefaultTimeout(240_000);
-  return { context, page, requests, errors, url: server.url };
+  return { context, page, requests, foreign, errors, url: server.url };
 }
 
 /** Requests for model files (paths under models/<variant>/), as paths relative to the variant folder. */

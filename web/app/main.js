@@ -68,7 +68,12 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 // The first step of a session also compiles the GPU kernels; it says little about the others.
 const typicalStep = (steps) => (steps.length > 1 ? median(steps.slice(1)) : steps[0]);
 
+// What a screen reader hears: one line per change of state, not every progress tick.
+const ANNOUNCE = { loading: "Loading the model.", idle: "Ready to download the model.", ready: "The model is ready.",
+                   generating: "Generating the image.", done: "The image is ready.", error: "" };
+
 function setState(state) {
+  if (document.body.dataset.state !== state && state !== "error") $("announce").textContent = ANNOUNCE[state];
   document.body.dataset.state = state;
   const busy = state === "loading" || state === "generating";
   // After an error, Generate stays usable when it can help: a model or at least a GPU is there.
@@ -224,6 +229,7 @@ function showError(err, retry) {
   el.retry.textContent = kind.action === "reload" ? "Reload the page" : "Retry";
   el.error.hidden = false;
   el.status.hidden = true; // the card says it
+  $("announce").textContent = `${kind.title}. ${err.message}`;
   setState("error");
   if (DEV) console.error(err, err.workerStack ?? "");
   if (matchMedia("(max-width: 860px)").matches) el.frame.scrollIntoView({ block: "start", behavior: "smooth" });
@@ -412,6 +418,7 @@ async function generate(overrides = {}) {
   status(`Step 1 of ${run.steps}`, firstRun ? "The first image also prepares the GPU kernels, which takes longer." : "");
   bar(0);
   el.resultActions.hidden = true;
+  el.placeholder.textContent = every ? "The first preview appears after a few steps." : "Previews are off: the image appears when it is done.";
   // On a phone the form sits above the image: bring the progress into view.
   if (matchMedia("(max-width: 860px)").matches) el.frame.scrollIntoView({ block: "start", behavior: "smooth" });
   const started = performance.now();

@@ -170,8 +170,12 @@ function unload() {
   if (!current) return { value: true };
   const { model } = current;
   current = null;
-  model.dispose();
-  model.handle.tvm.dispose(); // frees the GPU device too
+  try {
+    model.dispose();
+    model.handle.tvm.dispose(); // frees the GPU device too
+  } catch {
+    // after a lost device tvmjs has disposed the instance itself
+  }
   return { value: true };
 }
 
