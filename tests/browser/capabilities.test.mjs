@@ -103,7 +103,7 @@ test("a large model waits for a click before downloading; the click starts it", 
     for (const m of config.models) m.download_bytes = 4 * 2 ** 30;
     route.fulfill({ response, json: config });
   });
-  await page.goto(`${server.url}?model=sd15-tiny`);
+  await page.goto(`${server.url}?model=sd15-tiny&autorun=1`); // not even autorun downloads gigabytes unasked
   assert.equal(await waitForState(page, ["idle", "ready", "error"], 30_000), "idle");
   assert.match(await page.textContent("#status-text"), /4\.0 GB to download/);
   assert.equal(await page.textContent("#generate"), "Download and generate");

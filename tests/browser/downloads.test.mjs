@@ -4,6 +4,7 @@
 //   2. a second visit downloads nothing; a corrupt cached shard and a truncated cached library are detected
 //      (sha256), fetched again and replaced, never used
 //   3. "Clear cache" empties the caches
+//   4. a network error and damaged bytes on a shard: named, and Retry fetches that file (and no other again)
 //
 //   make test-browser     (or: node --test tests/browser/downloads.test.mjs, after assembling build/test-site)
 
@@ -72,6 +73,35 @@ test("a failed shard download names the file; Retry resumes without fetching aga
   assert.equal(failed, 2);
   assert.deepEqual(errors.filter((e) => !/404/.test(e)), []);
 });
+
+for (const [what, fail, title, message] of [
+  ["a network error", (route) => route.abort("connectionreset"), "A download failed", /Could not download clip\/params\.v1\/params_shard_0\.bin: the network request failed/],
+  ["damaged bytes", async (route) => {
+    const response = await route.fetch();
+    const body = await response.body();
+    body[100] ^= 0xff;
+    route.fulfill({ response, body });
+  }, "A file arrived damaged", /clip\/params\.v1\/params_shard_0\.bin arrived damaged or out of date/],
+]) {
+  test(`${what} on a shard: the file is named, Retry fetches it alone`, { timeout: 120_000 }, async () => {
+    const { context, page, requests } = await openPage(browser, server);
+    let calls = 0;
+    await context.route(`**/${MODEL_DIR}clip/params.v1/params_shard_0.bin`, (route) => (calls++ === 0 ? fail(route) : route.continue()));
+    await page.goto(`${server.url}?model=sd15-tiny`);
+    assert.equal(await waitForState(page, ["error", "ready"]), "error");
+    const text = await pageText(page);
+    assert.equal(text.errorTitle, title);
+    assert.match(text.errorMessage, message);
+    const before = modelRequests(requests).length;
+    await page.click("#retry");
+    assert.equal(await waitForState(page, ["ready", "error"]), "ready", JSON.stringify(await pageText(page)));
+    const again = modelRequests(requests).slice(before).filter((p) => p !== "model.json");
+    assert.ok(again.includes("clip/params.v1/params_shard_0.bin"));
+    for (const p of again) assert.ok(!modelRequests(requests).slice(0, before).includes(p) || p === "clip/params.v1/params_shard_0.bin",
+      `${p} was fetched again`);
+    await context.close();
+  });
+}
 
 test("a second visit downloads nothing but the manifest; corrupt or truncated cached files are fetched again", { timeout: 180_000 }, async () => {
   assert.ok(session, "needs the cache filled by the first test");

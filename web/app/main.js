@@ -119,7 +119,10 @@ function readSettings() {
 
 function writeSettings(s) {
   for (const key of ["prompt", "negative", "seed", "steps", "scheduler", "guidance", "preview"]) {
-    if (s[key] !== undefined && s[key] !== null) el[key].value = String(s[key]);
+    if (s[key] === undefined || s[key] === null) continue;
+    // A select keeps its value when the URL names an option it does not have.
+    if (el[key] instanceof HTMLSelectElement && ![...el[key].options].some((o) => o.value === String(s[key]))) continue;
+    el[key].value = String(s[key]);
   }
   if (s.model && app.config?.models.some((m) => m.id === s.model)) el.model.value = s.model;
 }
@@ -330,11 +333,8 @@ function loadModel(id) {
     app.model = info;
     app.job = null;
     el.files.open = false;
-    for (const [name, steps] of Object.entries(info.schedulers)) {
-      const option = el.scheduler.querySelector(`option[value="${name}"]`);
-      if (option) option.disabled = false;
-      if (name === el.scheduler.value) el.steps.max = steps[steps.length - 1];
-    }
+    const steps = info.schedulers[el.scheduler.value];
+    if (steps) el.steps.max = steps[steps.length - 1];
     bar(null);
     status(`${entry.label} is ready`, `Loaded in ${formatSeconds(performance.now() - started)}` +
       (info.warning ? `. ${info.warning}` : info.persistent ? "; kept in this browser for next time." : "."));
@@ -574,15 +574,16 @@ async function startModel(autorun) {
   const entry = currentModel();
   const cached = globalThis.caches ? Boolean(await caches.match(entry.url).catch(() => null)) : false;
   const small = Number.isFinite(entry.download_bytes) && entry.download_bytes <= AUTO_LOAD_BYTES;
-  if (autorun) return onGenerate();
   if (!(small || cached)) {
+    // Not even a shared link with autorun=1 starts a download of gigabytes without a click.
     app.model = null;
     app.modelId = null;
     status(`${entry.label}: ${formatBytes(entry.download_bytes)} to download`,
-      "The model is downloaded once and kept in this browser. Press Generate to start.");
+      "The model is downloaded once and kept in this browser. Press Download and generate to start.");
     setState("idle");
     return;
   }
+  if (autorun) return onGenerate();
   const action = () => loadModel(entry.id).catch((err) => showError(err, action));
   return action();
 }
@@ -608,7 +609,7 @@ async function main() {
     if (!el.model.value) el.model.value = app.config.models[0].id;
 
     status("Checking the GPU…");
-    app.client = new WorkerClient(new Worker(new URL("./worker.js", import.meta.url), { type: "module" }));
+    app.client ??= new WorkerClient(new Worker(new URL("./worker.js", import.meta.url), { type: "module" }));
     app.adapter = await app.client.call("probe");
     const a = app.adapter;
     el.gpuInfo.textContent = `GPU: ${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unnamed adapter"}` +
