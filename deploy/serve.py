@@ -35,6 +35,7 @@ MIME = {
 
 class Handler(SimpleHTTPRequestHandler):
     extensions_map = MIME
+    protocol_version = "HTTP/1.1"  # keep-alive: a model is dozens of files
     quiet = False
 
     def end_headers(self):

@@ -1,7 +1,8 @@
 // What the page says when it cannot work, in headless Chromium (no generation, no model download):
 //   1. no WebGPU (navigator.gpu removed in the page and its worker): guidance on what to enable, no stack
 //      trace, and not one model file fetched
-//   2. WebGPU without an adapter: the blocklist/driver advice
+//   2. WebGPU without an adapter: the blocklist/driver advice; an adapter whose buffers are too small for the
+//      model: said before the weights download
 //   3. a missing or malformed stable-diffusion-config.json: a clear message naming the file
 //   4. the developer tools appear only with ?dev=1
 //
@@ -69,6 +70,26 @@ test("WebGPU without a GPU adapter gets the driver and blocklist advice", { time
   assert.match(text.errorMessage, /no GPU adapter/);
   assert.doesNotMatch(text.errorMessage + text.errorHelp, STACK);
   assert.deepEqual(modelRequests(requests), []);
+  await session.context.close();
+});
+
+test("a GPU whose buffers are too small for the model is told so before the weights download", { timeout: 60_000 }, async () => {
+  const session = await openPage(browser, server);
+  // Every adapter reports 8 MB buffers; the tiny model's largest tensor (CLIP's token embedding) is 12 MB.
+  await withoutWebGPU(session, `if (self.GPUAdapter) {
+    const d = Object.getOwnPropertyDescriptor(GPUAdapter.prototype, "limits");
+    Object.defineProperty(GPUAdapter.prototype, "limits", { get() {
+      const limits = d.get.call(this);
+      return new Proxy(limits, { get: (t, k) => (k === "maxBufferSize" || k === "maxStorageBufferBindingSize" ? 8 << 20 : t[k]) });
+    } });
+  }`);
+  const { page, requests } = session;
+  await page.goto(`${server.url}?model=sd15-tiny`);
+  assert.equal(await waitForState(page, ["error", "ready"], 30_000), "error");
+  const text = await pageText(page);
+  assert.equal(text.errorTitle, "This GPU cannot run this model");
+  assert.match(text.errorMessage, /needs GPU buffers of 12 MB, but this GPU and browser allow at most 8 MB/);
+  assert.deepEqual(modelRequests(requests).filter((p) => p.endsWith(".bin") || p.endsWith(".wasm")), [], "no weights or library fetched");
   await session.context.close();
 });
 
