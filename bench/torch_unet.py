@@ -12,7 +12,12 @@ import argparse
 import json
 import statistics
 
+import sys
+from pathlib import Path
+
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "stages"))
 
 
 def time_unet(unet, dtype, iters: int) -> float:
@@ -37,6 +42,8 @@ def time_unet(unet, dtype, iters: int) -> float:
 def main():
     from diffusers import UNet2DConditionModel
 
+    from lib.models import SD15
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--json")
@@ -44,7 +51,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
-    unet = UNet2DConditionModel().eval()  # the defaults are SD 1.x's UNet
+    unet = UNet2DConditionModel(**SD15.generated_configs["random"]["unet"]).eval()  # SD 1.5's own config
     result = {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,

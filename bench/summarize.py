@@ -1,0 +1,66 @@
+"""Turns one GPU benchmark run's outputs (bench/gpu_run.sh writes them to $OUT) into a committed results file.
+
+    python bench/summarize.py --run /work/.device/N --variant sd15-random --label baseline \
+        [--torch /work/.device/M/torch.json] --out bench/results/2026-11-25-h100-baseline.json
+
+The headline is unet_step_ratio_vs_torch_fp16 = WebGPU per-step UNet time / PyTorch fp16 eager per-step UNet
+time, both measured on the same GPU (batch 2, 64 x 64 latents).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+from pathlib import Path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", type=Path, required=True, help="folder holding webgpu-<variant>.json, gpu.txt")
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--label", required=True, help="what this build is (e.g. baseline, splitgn)")
+    parser.add_argument("--torch", type=Path, help="torch.json of the same GPU (default: <run>/torch.json)")
+    parser.add_argument("--notes", default="")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    webgpu = json.loads((args.run / f"webgpu-{args.variant}.json").read_text())
+    torch = json.loads((args.torch or args.run / "torch.json").read_text())
+    name, driver, memory = [x.strip() for x in (args.run / "gpu.txt").read_text().split(",")]
+    mem = args.run / "gpu-mem.txt"
+    peak = max(int(x) for x in mem.read_text().split()) if mem.exists() else None
+    by_kind = collections.defaultdict(float)
+    for k in webgpu.get("profile", []):
+        if k["name"].startswith(("sd15_unet_",)):
+            n = k["name"]
+            kind = next((w for w in ("group_norm", "conv2d", "matmul", "softmax", "layer_norm") if w in n), "other")
+            by_kind[kind] += k["ms"] / 2  # the profile run has 2 steps
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "label": args.label,
+        "gpu": name, "driver": driver, "gpu_memory": memory,
+        "adapter": webgpu["adapter"],
+        "versions": {"apache-tvm": "0.27.0.post1", "webgpu (Dawn, npm)": "0.6.2", "torch": torch["torch"]},
+        "workload": f"SD 1.5 full size, {webgpu['image']['width']}x{webgpu['image']['height']}, CFG batch 2, "
+                    f"{webgpu['steps']} {webgpu['scheduler']} steps, fp32 compute, random weights",
+        "webgpu": {k: webgpu[k] for k in ("text_encoder_ms", "unet_step_ms", "vae_ms", "end_to_end_ms",
+                                          "first_run_total_ms", "load_ms")},
+        "webgpu_peak_gpu_memory_mib": peak,
+        "unet_gpu_time_per_step_by_kernel_kind_ms": {k: round(v, 1) for k, v in by_kind.items()},
+        "torch": {k: torch[k] for k in ("unet_fp16_ms", "unet_fp32_ms")},
+        "unet_step_ratio_vs_torch_fp16": round(webgpu["unet_step_ms"] / torch["unet_fp16_ms"], 2),
+        "unet_step_ratio_vs_torch_fp32": round(webgpu["unet_step_ms"] / torch["unet_fp32_ms"], 2),
+        "top_kernels": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in x.items()}
+                        for x in webgpu.get("profile", [])[:15]],
+        "notes": args.notes,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{args.label}: unet {result['webgpu']['unet_step_ms']:.1f} ms/step, ratio vs torch fp16 "
+          f"{result['unet_step_ratio_vs_torch_fp16']} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
