@@ -63,8 +63,9 @@ export async function openPage(browser, server, { viewport = { width: 1280, heig
   const origin = new URL(server.url).origin;
   context.on("request", (r) => {
     const u = new URL(r.url());
+    if (u.protocol === "blob:" || u.protocol === "data:") return; // made by the page itself (a blob's origin is its maker's)
     if (u.origin === origin) requests.push(u.pathname.slice(1));
-    else if (u.protocol !== "blob:" && u.protocol !== "data:") foreign.push(u.href);
+    else foreign.push(u.href);
   });
   page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
   page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
