@@ -129,7 +129,7 @@ SETUP := build/.apt.stamp .venv/.stamp node_modules/.stamp
 missing = $(if $(wildcard $1),,FORCE)
 STAGE = $(PY) stages/$1.py --variant-dir $(A)
 LIB := stages/lib/cli.py stages/lib/models.py stages/lib/relax_io.py
-PIPELINE := stages/lib/pipeline.py stages/lib/targets.py $(wildcard stages/lib/passes/*.py)
+PIPELINE := stages/lib/pipeline.py stages/lib/targets.py stages/lib/schedules.py $(wildcard stages/lib/passes/*.py)
 
 # weights: WEIGHTS=tiny|random only; a real folder is read where it is.
 GENERATED := $(if $(filter tiny random,$(WEIGHTS)),$(A)/weights/.stamp)
@@ -283,4 +283,4 @@ demo: ## build the tiny SD 1.5, assemble the site with web/local-config.json, se
 test-browser: | $(SETUP)
 	$(Q)$(MAKE) --no-print-directory sd15 WEIGHTS=tiny
 	$(Q)python3 deploy/assemble_site.py --config web/local-config.json --out $(TEST_SITE) --models sd15-tiny >/dev/null
-	$(Q)TEST_SITE=$(TEST_SITE) node --test --test-concurrency=1 tests/browser/
+	$(Q)TEST_SITE=$(TEST_SITE) node --test --test-concurrency=1 tests/browser/*.test.mjs

@@ -64,8 +64,9 @@ def schedule(target, database_dir: Path | None):
         )
         passes.append(_apply_database(database))
     if "gpu" in target.keys:
-        passes.append(dl.ApplyDefaultSchedule(
-            dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()))
+        from .schedules import default_rules
+
+        passes.append(dl.ApplyDefaultSchedule(*default_rules()))
     return passes
 
 
