@@ -7,7 +7,7 @@
 // skipping complete cached copies, so a retry resumes where a failure stopped [files, download, file];
 // then web/runtime/load.js from the cache, each file verified again [init].
 
-import { AbortedError, DeviceLimitError } from "../runtime/errors.js";
+import { AbortedError, DeviceLimitError, FormatError } from "../runtime/errors.js";
 import { checkManifest, loadModel, modelFiles, requestDevice } from "../runtime/load.js";
 import { encodePNG } from "../runtime/png.js";
 import { availableSteps } from "../runtime/schedulers/index.js";
@@ -32,6 +32,14 @@ const describeAdapter = (adapter) => ({
   fallback: Boolean(adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter),
   limits: { maxBufferSize: adapter.limits.maxBufferSize, maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize },
 });
+
+function parseJSON(bytes, name) {
+  try {
+    return JSON.parse(decoder.decode(bytes));
+  } catch (err) {
+    throw new FormatError(`${name} is not valid JSON (${err.message}).`);
+  }
+}
 
 // The manifest names the current files, so it comes from the network; the cached copy serves offline visits.
 async function fetchManifest(store, url, signal) {
@@ -66,7 +74,7 @@ async function load({ modelUrl }, { id, progress }) {
   try {
     progress({ phase: "manifest" });
     const manifestBytes = await fetchManifest(store, modelUrl, signal);
-    const manifest = checkManifest(JSON.parse(decoder.decode(manifestBytes)), modelUrl);
+    const manifest = checkManifest(parseJSON(manifestBytes, label(modelUrl)), modelUrl);
 
     progress({ phase: "device" });
     const { adapter, device } = await requestDevice(navigator.gpu, manifest);
@@ -76,7 +84,7 @@ async function load({ modelUrl }, { id, progress }) {
     const indexes = [];
     for (const file of files.filter((f) => f.kind === "weights-index")) {
       await store.ensure(file, signal);
-      const cache = JSON.parse(decoder.decode(await store.read(file, signal)));
+      const cache = parseJSON(await store.read(file, signal), label(file.url));
       indexes.push(cache);
       for (const shard of cache.records) {
         files.push({ url: new URL(shard.dataPath, file.url).href, sha256: shard.sha256, bytes: shard.nbytes, kind: "weights" });
