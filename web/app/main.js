@@ -286,6 +286,7 @@ class Downloads {
     f.li.querySelector(".size").textContent = f.state === "downloading"
       ? `${formatBytes(f.loaded)} of ${formatBytes(f.bytes)}`
       : f.state === "cached" ? `${formatBytes(f.bytes)}, cached` : f.state === "failed" ? "failed" : formatBytes(f.bytes);
+    if (f.state === "failed") el.fileList.scrollTop = f.li.offsetTop - el.fileList.offsetTop; // show it in the list
     this.render();
   }
 
