@@ -1,22 +1,55 @@
 """Default GPU schedule rules for kernels without a tuning record (TVM's dlight), with WebGPU settings.
 
 dlight's Matmul rule picks its tile configuration by target kind and has none for WebGPU, whose generic
-default is 8 x 8 threads computing 32 x 32 tiles with a K step of 8 and scalar loads. WebGPU runs on the
-same desktop GPUs CUDA does, with the same workgroup memory (at least 16 KiB guaranteed): the CUDA tiles
-(8 x 16 threads, 32 x 64 tiles, K step 16) fit within WebGPU's default limits (128 threads of the guaranteed
-256; 12 KiB of workgroup memory). Loads stay scalar: TVM 0.27 fails to emit WGSL for the float2 ones. Measured on an H100 (bench/results/): these tiles took the
-UNet from 470 to 228 ms per step; 16 x 16 threads were no faster (234) and 8 x 8 micro tiles twice as slow (440).
+default is 8 x 8 threads computing 32 x 32 tiles with a K step of 8. WebGPU runs on the same desktop GPUs
+CUDA does, with the same workgroup memory (at least 16 KiB guaranteed): the CUDA tiles (8 x 16 threads,
+32 x 64 tiles, K step 16) fit within WebGPU's default limits (128 threads of the guaranteed 256; 12 KiB of
+workgroup memory). Loads stay scalar: TVM 0.27 fails to emit WGSL for the float2 ones. Measured on an H100
+(bench/results/): these tiles took the UNet from 470 to 206 ms per step; 16 x 16 threads were no faster
+(234) and 8 x 8 micro tiles twice as slow (440).
+
+Only large products get the big tiles (LARGE_PRODUCT multiply-adds and up, which every heavy kernel of the
+full-size model is). Small ones gain nothing from them, and SwiftShader, the CPU WebGPU that tests and
+machines without a GPU use, did not finish compiling the tiny model's kernels with them (minutes per kernel,
+memory growing past 18 GB), while the generic tiles compile in seconds.
 """
 
 from __future__ import annotations
 
+LARGE_PRODUCT = 1 << 28
+
+
+def _multiply_adds(sch, block) -> int:
+    """Product of a reduction block's iteration extents (M * N * K for a matmul, the MACs of a conv)."""
+    total = 1
+    for iter_var in sch.get(block).iter_vars:
+        extent = iter_var.dom.extent
+        total *= int(extent) if hasattr(extent, "value") or isinstance(extent, int) else 1 << 20
+    return total
+
 
 def default_rules():
+    from tvm import s_tir, tirx
     from tvm.s_tir import dlight as dl
+    from tvm.s_tir.dlight.analysis.common_analysis import get_root_block
+    from tvm.s_tir.dlight.gpu.matmul import get_reduction_blocks
 
     class Matmul(dl.gpu.Matmul):
+        large = False
+
+        def apply(self, func, target, tunable):
+            self.large = False
+            if isinstance(func, tirx.PrimFunc):
+                try:
+                    sch = s_tir.Schedule(func)
+                    blocks = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
+                    self.large = bool(blocks) and _multiply_adds(sch, blocks[0]) >= LARGE_PRODUCT
+                except Exception:  # not a matmul-like function; the base rule declines it too
+                    self.large = False
+            return super().apply(func, target, tunable)
+
         def get_configs(self, target):
-            if target.kind.name == "webgpu":
+            if target.kind.name == "webgpu" and self.large:
                 return dl.gpu.Matmul.Config(
                     block_size_x=8, block_size_y=16, vthread_x=1, vthread_y=1, micro_size_x=4, micro_size_y=4,
                     micro_size_k=16, vector_size=1, unroll=256, use_shared=True, storage_align=True, inner_x=False)
