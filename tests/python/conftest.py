@@ -10,6 +10,11 @@ WEBSD_TEST_ARTIFACTS set, it goes there instead and is kept between sessions: ma
 costs nothing when nothing changed. Tests that change a build work on a copy of the variant folder (`cp -a`
 keeps mtimes, so make sees the copy exactly as up to date as the original).
 
+make and the stage scripts run in a snapshot of the source tree taken when the session starts (the files git
+tracks or would track, mtimes kept; .venv and node_modules linked): an edit to stages/ while the tests run
+would otherwise make a build that a test expects to be up to date stale for a reason of its own. Python code
+the tests import in-process (the torch wrappers, CompiledPipeline, reference) comes from the tree itself.
+
 The other tests in this folder (noise, tokenizer, schedulers) use none of this.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -52,17 +58,39 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_make(*args: str, timeout: float = 900, **variables) -> subprocess.CompletedProcess:
-    """`make ARGS VAR=value ...` in the repository root; stdout and stderr captured as text."""
-    cmd = ["make", "--no-print-directory", *args, *(f"{k}={v}" for k, v in variables.items())]
-    return subprocess.run(cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=timeout,
-                          check=False)
+def make_command(*args: str, **variables) -> list[str]:
+    return ["make", "--no-print-directory", *args, *(f"{k}={v}" for k, v in variables.items())]
 
 
-def run_stage(script: str, *args, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`.venv/bin/python stages/<script>.py ARGS` in the repository root."""
-    return subprocess.run([PY, str(STAGES / f"{script}.py"), *map(str, args)], cwd=ROOT, env=clean_env(),
+def run_make(*args: str, tree: Path, timeout: float = 900, **variables) -> subprocess.CompletedProcess:
+    """`make ARGS VAR=value ...` in the source tree `tree`; stdout and stderr captured as text."""
+    return subprocess.run(make_command(*args, **variables), cwd=tree, env=clean_env(), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def run_stage(script: str, *args, tree: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`.venv/bin/python stages/<script>.py ARGS` in the source tree `tree`."""
+    return subprocess.run([PY, f"stages/{script}.py", *map(str, args)], cwd=tree, env=clean_env(),
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def snapshot_tree(dest: Path) -> Path:
+    """Copies the source tree (what `git ls-files -co --exclude-standard` lists, mtimes kept) to `dest`, with
+    links to the installed .venv and node_modules and a copy of the setup stamp under build/."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        src = ROOT / name
+        if src.is_file():  # tracked but deleted files are listed too
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    for installed in (".venv", "node_modules"):
+        if (ROOT / installed).exists():
+            (dest / installed).symlink_to(ROOT / installed)
+    if (ROOT / "build" / ".apt.stamp").exists():
+        (dest / "build").mkdir(exist_ok=True)
+        shutil.copy2(ROOT / "build" / ".apt.stamp", dest / "build" / ".apt.stamp")
+    return dest
 
 
 def stage_lines(output: str) -> list[str]:
@@ -121,6 +149,7 @@ class Compiled:
 
 @dataclass(frozen=True)
 class Build:
+    tree: Path  # the source tree make runs in
     artifacts: Path  # the ARTIFACTS folder
     tuning: Path  # the TUNING folder it was built with
 
@@ -134,19 +163,20 @@ class Build:
 
     def make(self, *args: str, **variables) -> subprocess.CompletedProcess:
         """make in this build's ARTIFACTS, WEIGHTS=tiny and TUNING unless given."""
-        variables = {"WEIGHTS": "tiny", "ARTIFACTS": self.artifacts, "TUNING": self.tuning, **variables}
-        return run_make(*args, **variables)
+        return run_make(*args, tree=self.tree, **self.variables(**variables))
 
-    def refresh(self) -> None:
-        """`make sd15`: builds it, or brings it up to date (nothing to do unless stages/ changed)."""
-        result = self.make(MODEL)
-        if result.returncode != 0:
-            pytest.fail(f"make {MODEL} WEIGHTS=tiny ARTIFACTS={self.artifacts} failed (exit {result.returncode}):\n"
-                        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}", pytrace=False)
+    def variables(self, **variables) -> dict:
+        return {"WEIGHTS": "tiny", "ARTIFACTS": self.artifacts, "TUNING": self.tuning, **variables}
 
 
 @pytest.fixture(scope="session")
-def tiny_build(tmp_path_factory) -> Build:
+def tree(tmp_path_factory) -> Path:
+    """The session's snapshot of the source tree: where make and the stage scripts run."""
+    return snapshot_tree(tmp_path_factory.mktemp("tree"))
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tree, tmp_path_factory) -> Build:
     """`make sd15 WEIGHTS=tiny`, once per session. Tests must not change it: use `build_copy` for that."""
     keep = os.environ.get("WEBSD_TEST_ARTIFACTS")
     artifacts = Path(keep).resolve() if keep else tmp_path_factory.mktemp("artifacts")
@@ -157,8 +187,11 @@ def tiny_build(tmp_path_factory) -> Build:
     runtime = ROOT / "artifacts" / "tvm-runtime"
     if runtime.is_dir() and not (artifacts / runtime.name).exists():
         subprocess.run(["cp", "-a", str(runtime), str(artifacts / runtime.name)], check=True)
-    build = Build(artifacts, tuning)
-    build.refresh()
+    build = Build(tree, artifacts, tuning)
+    result = build.make("-j2", MODEL)  # the stages are single-threaded; runtime and model build side by side
+    if result.returncode != 0:
+        pytest.fail(f"make {MODEL} WEIGHTS=tiny ARTIFACTS={artifacts} failed (exit {result.returncode}):\n"
+                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}", pytrace=False)
     return build
 
 
@@ -168,15 +201,12 @@ def build_copy(tiny_build, tmp_path):
     (`cp -a`: mtimes kept) and gives the copy as a Build with the same TUNING."""
 
     def copy(name: str = "artifacts") -> Build:
-        # Other people edit stages/ in this tree while tests run: an edit since the session build makes it
-        # stale, and the copy would rebuild for that reason, not the test's. Bring it up to date first.
-        tiny_build.refresh()
         artifacts = tmp_path / name
         artifacts.mkdir()
         runtime = tiny_build.artifacts / "tvm-runtime"
         if runtime.is_dir():  # per ARTIFACTS folder, outside the variant
             subprocess.run(["cp", "-a", str(runtime), str(artifacts / runtime.name)], check=True)
         subprocess.run(["cp", "-a", str(tiny_build.variant), str(artifacts / VARIANT)], check=True)
-        return Build(artifacts, tiny_build.tuning)
+        return Build(tiny_build.tree, artifacts, tiny_build.tuning)
 
     return copy

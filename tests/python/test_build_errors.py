@@ -56,35 +56,36 @@ def weights_copy(tiny_build, tmp_path):
 # ---- make: WEIGHTS ----------------------------------------------------------------------------------------------
 
 
-def test_weights_unset(artifacts):
-    result = run_make(MODEL, ARTIFACTS=artifacts)
+def test_weights_unset(tree, artifacts):
+    result = run_make(MODEL, tree=tree, ARTIFACTS=artifacts)
     assert_one_line_error(result, "WEIGHTS is not set", "WEIGHTS=tiny")
     assert_nothing_in(artifacts)
 
 
-def test_weights_folder_does_not_exist(artifacts, tmp_path):
+def test_weights_folder_does_not_exist(tree, artifacts, tmp_path):
     missing = tmp_path / "nonexistent"
-    result = run_make(MODEL, WEIGHTS=missing, ARTIFACTS=artifacts)
+    result = run_make(MODEL, tree=tree, WEIGHTS=missing, ARTIFACTS=artifacts)
     assert_one_line_error(result, f"WEIGHTS={missing}", "no such folder")
     assert_nothing_in(artifacts)
 
 
-def test_weights_folder_without_vae(artifacts, weights_copy):
+def test_weights_folder_without_vae(tree, artifacts, weights_copy):
     subprocess.run(["rm", "-r", str(weights_copy / "vae")], check=True)
-    result = run_make(MODEL, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
+    result = run_make(MODEL, tree=tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
     line = assert_one_line_error(result, f"WEIGHTS={weights_copy}", "lacks vae/")
     assert "unet/" not in line.split("lacks")[1].split(":")[0], "names a folder that is there"
     assert_nothing_in(artifacts)
     # A stage given the same folder says the same.
-    stage = run_stage("trace", "--variant-dir", artifacts / MODEL, "--submodule", "vae", "--weights", weights_copy)
+    stage = run_stage("trace", "--variant-dir", artifacts / MODEL, "--submodule", "vae", "--weights", weights_copy,
+                      tree=tree)
     assert_one_line_error(stage, "error: trace:", "lacks the folder(s) vae")
     assert_nothing_in(artifacts)
 
 
-def test_complete_weights_folder_is_accepted(weights_copy, artifacts):
+def test_complete_weights_folder_is_accepted(tree, weights_copy, artifacts):
     """The checks above must not refuse a good folder (they once did, for every folder): make gets as
     far as planning the build."""
-    result = run_make(MODEL, "-n", WEIGHTS=weights_copy, ARTIFACTS=artifacts)
+    result = run_make(MODEL, "-n", tree=tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
     assert result.returncode == 0, result.stderr
     trace = f"stages/trace.py --variant-dir {artifacts}/{MODEL} --submodule unet --weights {weights_copy}"
     assert trace in result.stdout
@@ -104,7 +105,7 @@ def test_corrupt_safetensors(tiny_build, weights_copy, tmp_path):
     data = weights_file.read_bytes()
     weights_file.write_bytes(data[: len(data) // 2])
 
-    result = run_make(MODEL, WEIGHTS=weights_copy, ARTIFACTS=artifacts, TUNING=tiny_build.tuning)
+    result = run_make(MODEL, tree=tiny_build.tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts, TUNING=tiny_build.tuning)
     assert_one_line_error(result, "error: dump-params:", str(weights_file), "not a readable safetensors file")
     assert stage_lines(result.stdout) == [f"DUMP-PARAMS {variant}/unet"]
     assert snapshot(variant) == before
@@ -114,17 +115,18 @@ def test_corrupt_safetensors(tiny_build, weights_copy, tmp_path):
 # ---- unknown model, wrong submodule --------------------------------------------------------------------------
 
 
-def test_make_unknown_model_goal(artifacts):
-    result = run_make("sd99", WEIGHTS="tiny", ARTIFACTS=artifacts)
+def test_make_unknown_model_goal(tree, artifacts):
+    result = run_make("sd99", tree=tree, WEIGHTS="tiny", ARTIFACTS=artifacts)
     assert_one_line_error(result, "sd99")
     assert_nothing_in(artifacts)
 
 
-def test_make_reference_unknown_model(artifacts, weights_copy, tmp_path):
+def test_make_reference_unknown_model(tree, artifacts, weights_copy, tmp_path):
     out = tmp_path / "ref.png"
-    generated = run_make("reference", MODEL="sd99", WEIGHTS="tiny", ARTIFACTS=artifacts, OUT=out)
+    generated = run_make("reference", tree=tree, MODEL="sd99", WEIGHTS="tiny", ARTIFACTS=artifacts, OUT=out)
     assert_one_line_error(generated, "unknown model 'sd99'", "sd15")
-    folder = run_make("reference", MODEL="sd99", WEIGHTS=weights_copy, ARTIFACTS=artifacts, OUT=out)
+    folder = run_make("reference", tree=tree, MODEL="sd99", WEIGHTS=weights_copy, ARTIFACTS=artifacts,
+                      OUT=out)
     assert_one_line_error(folder, "error: reference:", "unknown model 'sd99'", "sd15")
     assert_nothing_in(artifacts)
     assert not out.exists() and list(tmp_path.glob(".ref.png*")) == []
@@ -132,7 +134,7 @@ def test_make_reference_unknown_model(artifacts, weights_copy, tmp_path):
 
 def test_stage_unknown_model(tiny_build, artifacts):
     result = run_stage("trace", "--variant-dir", artifacts / "sd99-x", "--submodule", "unet",
-                       "--weights", tiny_build.weights)
+                       "--weights", tiny_build.weights, tree=tiny_build.tree)
     assert_one_line_error(result, "error: trace:", "unknown model 'sd99'", "sd15")
     assert_nothing_in(artifacts)
 
@@ -152,10 +154,10 @@ def variant_for_errors(tiny_build, tmp_path_factory) -> Path:
     ("export_lib", ["--target", "cpu"]),
     ("dump_params", ["--weights", "WEIGHTS"]),
 ])
-def test_stage_wrong_submodule(variant_for_errors, stage, args):
+def test_stage_wrong_submodule(tree, variant_for_errors, stage, args):
     before = snapshot(variant_for_errors)
     args = [str(variant_for_errors / "weights") if a == "WEIGHTS" else a for a in args]
-    result = run_stage(stage, "--variant-dir", variant_for_errors, "--submodule", WRONG_SUBMODULE, *args)
+    result = run_stage(stage, "--variant-dir", variant_for_errors, "--submodule", WRONG_SUBMODULE, *args, tree=tree)
     assert_one_line_error(result, f"error: {stage.replace('_', '-')}:", f"no submodule '{WRONG_SUBMODULE}'",
                           "clip, unet, vae, sched")
     assert snapshot(variant_for_errors) == before
