@@ -15,7 +15,7 @@ tracks or would track, mtimes kept; .venv and node_modules linked): an edit to s
 would otherwise make a build that a test expects to be up to date stale for a reason of its own. Python code
 the tests import in-process (the torch wrappers, CompiledPipeline, reference) comes from the tree itself.
 
-The other tests in this folder (noise, tokenizer, schedulers) use none of this.
+test_webgpu.py builds on the same session build; the noise, tokenizer and scheduler tests use none of this.
 """
 
 from __future__ import annotations
