@@ -251,7 +251,21 @@ generate: sd15 ## WebGPU in Node (Dawn): same options as reference, OUT=file.png
 
 test: | $(SETUP) ## run the test suite (CPU parity, incremental builds, WebGPU on SwiftShader, browser)
 	$(Q)$(PY) -m pytest tests/python -q
+	$(Q)$(MAKE) --no-print-directory test-node
 	$(Q)$(MAKE) --no-print-directory test-browser
+
+# tests/node/ on Dawn: runtime.test.mjs needs its compiled fixture (about 90 s, remade only when its sources
+# change); schedulers.test.mjs needs a golden file, and tests/python/test_schedulers.py already runs it with one.
+.PHONY: test-node
+RUNTIME_FIXTURE := build/test-fixtures/runtime
+NODE_TESTS := $(filter-out tests/node/schedulers.test.mjs,$(wildcard tests/node/*.test.mjs))
+$(RUNTIME_FIXTURE)/manifest.json: tests/node/fixtures/make_runtime_fixture.py stages/lib/targets.py \
+		stages/lib/wasm_link.py $(RUNTIME_FILES) | $(SETUP)
+	$(call say,FIXTURE,$(RUNTIME_FIXTURE))
+	$(Q)$(PY) tests/node/fixtures/make_runtime_fixture.py --out-dir $(RUNTIME_FIXTURE) --runtime-dir $(RUNTIME) >/dev/null
+
+test-node: $(RUNTIME_FIXTURE)/manifest.json | $(SETUP)
+	$(Q)$(GPU_ENV) RUNTIME_FIXTURE=$(RUNTIME_FIXTURE) node --test --test-concurrency=1 $(NODE_TESTS)
 
 clean: ## remove generated artifacts (keeps artifacts/tuning/, the venv and node_modules)
 	rm -rf $(filter-out $(ARTIFACTS)/tuning,$(wildcard $(ARTIFACTS)/*)) build

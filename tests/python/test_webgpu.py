@@ -1,0 +1,396 @@
+"""The WebGPU library against the CPU library, `make generate` against `make reference`, and the runtime's
+errors on bad input, with the tiny SD 1.5 model that conftest builds once per session.
+
+    .venv/bin/python -m pytest tests/python/test_webgpu.py -q
+
+WebGPU runs in Node on Dawn (the `webgpu` npm package): on a GPU if the machine has one, else on SwiftShader
+(Chromium's CPU Vulkan driver), as `make generate` picks it. On SwiftShader each node process spends most of its
+time compiling shaders (the first UNet call and the VAE about a minute each on a busy core), so the four long
+runs (the submodule calls and three generations) start together in the background and use every core: about
+3.5 minutes on two shared cores, after the session build. Each is killed, and its test fails, past NODE_TIMEOUT
+or MEMORY_LIMIT (a shader SwiftShader cannot compile has grown a process to tens of GB).
+
+Submodules: tests/python/js/run_functions.mjs loads the variant's model.json with the page's loader
+(web/runtime/load.js) and calls each compiled function as the pipeline does, weights after the inputs; the same
+inputs (raw files written here) go through the CPU library (`lib.cpu.v1.so` with the same tensor cache, loaded
+as CompiledPipeline loads it). Float outputs must agree to a relative error of 1e-3; the VAE's packed RGBA byte
+by byte but for a tiny fraction off by one; and WebGPU must report no error.
+
+Pipeline: `make generate` (web/node/generate.mjs) against diffusers (stages/reference.py, what `make reference`
+runs) for pndm, dpm and euler, same prompt, negative prompt, seed and guidance: PSNR >= 30 dB, and neither image
+flat.
+
+Bad input, through the Node CLI: a tensor cache whose parameter count the library does not take, a missing
+weight shard, no WebGPU adapter; each ends quickly with a non-zero exit and a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Compiled, clean_env, make_command, relative_error
+
+TOLERANCE = 1e-3
+PSNR_MIN = 30.0
+PROMPTS = ("blurry, low quality, watermark", "a photo of an astronaut riding a horse on the moon")
+SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"
+# Per long node run (the submodule calls, one generation). On SwiftShader most of it is compiling shaders: about
+# 150 s of which a third is the first UNet call and another the VAE, with four runs at once on two cores.
+NODE_TIMEOUT = 480
+# Per long node run, all its processes together; about 600 MB each on SwiftShader. A shader SwiftShader cannot
+# compile sensibly has taken tens of GB (until the kernel's OOM killer picked a process, anyone's).
+MEMORY_LIMIT = 3 * 2**30
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning"),
+    pytest.mark.skipif(shutil.which("node") is None, reason="needs node"),
+]
+
+
+def gpu_env(**extra: str) -> dict[str, str]:
+    """The environment `make generate` gives node: SwiftShader's Vulkan driver when the machine has no GPU."""
+    env = clean_env()
+    if not (os.path.exists("/dev/nvidia0") or glob.glob("/dev/dri/renderD*")):
+        env["VK_ICD_FILENAMES"] = SWIFTSHADER_ICD
+    env.update(extra)
+    return env
+
+
+def node(tree: Path, script: str, *args, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+    """`node SCRIPT ARGS` in the session's source tree (the runtime make generate uses), output as text."""
+    return subprocess.run(["node", script, *map(str, args)], cwd=tree, env=gpu_env(**env), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def group_rss(pgid: int) -> int:
+    """Resident bytes of every process in process group `pgid` (Linux /proc)."""
+    total = 0
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ..., rss (the 22nd)
+            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return total
+
+
+class Guarded:
+    """A command in a session of its own, in the background, killed with everything it started when it runs
+    past `timeout` seconds or its processes hold more than MEMORY_LIMIT together. stdout and stderr go to
+    `log`.out and `log`.err."""
+
+    def __init__(self, command: list, *, cwd: Path, env: dict, log: Path, timeout: float = NODE_TIMEOUT):
+        self.command, self.out, self.err = command, log.with_suffix(".out"), log.with_suffix(".err")
+        self.start, self.peak, self.killed = time.monotonic(), 0, None
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.process = subprocess.Popen(list(map(str, command)), cwd=cwd, env=env, stdout=out, stderr=err,
+                                            start_new_session=True)
+        self.watcher = threading.Thread(target=self._watch, args=(timeout,), daemon=True)
+        self.watcher.start()
+
+    def _watch(self, timeout: float) -> None:
+        while self.process.poll() is None:
+            rss = group_rss(self.process.pid)
+            self.peak = max(self.peak, rss)
+            if rss > MEMORY_LIMIT:
+                self.kill(f"held {rss / 2**30:.1f} GiB (limit {MEMORY_LIMIT / 2**30:.0f})")
+            elif time.monotonic() - self.start > timeout:
+                self.kill(f"ran past {timeout:.0f}s")
+            time.sleep(0.5)
+
+    def kill(self, why: str = "stopped") -> None:
+        if self.process.poll() is None:
+            self.killed = why
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+
+    def wait(self) -> subprocess.CompletedProcess:
+        """Waits for the command's end; fails the test if it was killed."""
+        self.process.wait()
+        self.watcher.join()
+        result = subprocess.CompletedProcess(self.command, self.process.returncode, self.out.read_text(),
+                                             self.err.read_text())
+        if self.killed:
+            pytest.fail(f"{' '.join(map(str, self.command[:3]))} ... killed: {self.killed}; "
+                        f"peak {self.peak / 2**20:.0f} MiB:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}",
+                        pytrace=False)
+        return result
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The CLI's own error line (Vulkan and SwiftShader print warnings of their own on stderr)."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: generate: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+# ---- each submodule: WebGPU against the CPU library ---------------------------------------------------------
+
+
+class Calls:
+    """Collects function calls: inputs written as raw files for run_functions.mjs, the CPU library's output
+    computed here."""
+
+    def __init__(self, variant: Path, folder: Path):
+        self.variant, self.folder = variant, folder
+        self.libraries: dict[str, Compiled] = {}
+        self.spec: list[dict] = []
+        self.expected: dict[str, np.ndarray] = {}
+
+    def add(self, key: str, sub: str, fn: str, *inputs: np.ndarray) -> None:
+        if sub not in self.libraries:
+            self.libraries[sub] = Compiled(self.variant, sub)
+        entries = []
+        for i, array in enumerate(inputs):
+            array = np.asarray(array, order="C")  # not ascontiguousarray: it turns 0-d into 1-d
+            path = self.folder / f"{key}.in{i}.bin"
+            path.write_bytes(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+            entries.append({"file": str(path), "dtype": str(array.dtype), "shape": list(array.shape)})
+        self.spec.append({"sub": sub, "fn": fn, "inputs": entries, "out": str(self.folder / f"{key}.out.bin")})
+        self.expected[key] = self.libraries[sub](fn, *inputs)
+
+
+@pytest.fixture(scope="module")
+def functions(tiny_build, tmp_path_factory, request):
+    """{key: (WebGPU output, CPU output)} for every call below, made in one node process (one model load)."""
+    from transformers import CLIPTokenizer
+
+    if any(item.originalname == "test_make_generate_matches_reference" for item in request.session.items):
+        request.getfixturevalue("generations")  # started first: they take longest
+
+    folder = tmp_path_factory.mktemp("webgpu-functions")
+    calls = Calls(tiny_build.variant, folder)
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_build.weights / "tokenizer")
+    ids = tokenizer(list(PROMPTS), padding="max_length", max_length=77, truncation=True,
+                    return_tensors="np").input_ids.astype(np.int32)
+    calls.add("clip", "clip", "clip", ids)
+
+    calls.libraries["unet"] = Compiled(tiny_build.variant, "unet")
+    unet_inputs = calls.libraries["unet"].meta["functions"]["unet"]["inputs"]
+    latent_shape, embedding_shape = tuple(unet_inputs[0]["shape"]), tuple(unet_inputs[2]["shape"])
+    rng = np.random.default_rng(20)
+    embeddings = rng.standard_normal(embedding_shape, dtype=np.float32)
+    # An integer and a fractional (Euler) timestep; guidance 1 is the conditional prediction alone.
+    for i, (timestep, guidance) in enumerate(((981.0, 7.5), (500.25, 1.0))):
+        latents = rng.standard_normal(latent_shape, dtype=np.float32)
+        calls.add(f"unet{i}", "unet", "unet", latents, np.array(timestep, np.float32), embeddings,
+                  np.array(guidance, np.float32))
+
+    calls.add("vae", "vae", "vae", rng.standard_normal(latent_shape, dtype=np.float32))
+
+    for terms in range(1, 6):
+        coeffs = rng.standard_normal(terms).astype(np.float32)
+        calls.add(f"lincomb{terms}", "sched", f"lincomb{terms}", coeffs,
+                  *(rng.standard_normal(latent_shape, dtype=np.float32) for _ in range(terms)))
+
+    spec_path = folder / "spec.json"
+    spec_path.write_text(json.dumps({"model": str(tiny_build.variant / "model.json"), "calls": calls.spec}))
+    run = Guarded(["node", "tests/python/js/run_functions.mjs", spec_path], cwd=tiny_build.tree, env=gpu_env(),
+                  log=folder / "run_functions")
+    result = run.wait()
+    assert result.returncode == 0, f"run_functions.mjs failed:\n{result.stderr[-4000:]}"
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"run_functions.mjs on {report['adapter']}: {run.elapsed:.1f}s, peak {run.peak / 2**20:.0f} MiB")
+    assert report["gpuErrors"] == [], report["gpuErrors"]
+    out = {}
+    for call, meta in zip(calls.spec, report["outputs"]):
+        key = Path(call["out"]).name.removesuffix(".out.bin")
+        expected = calls.expected[key]
+        assert (meta["dtype"], meta["shape"]) == (str(expected.dtype), list(expected.shape)), key
+        ours = np.fromfile(call["out"], dtype=np.dtype(meta["dtype"]).newbyteorder("<")).reshape(meta["shape"])
+        out[key] = (ours, expected)
+    assert sorted(out) == sorted(calls.expected)
+    return out
+
+
+@pytest.mark.parametrize("key", ["clip", "unet0", "unet1", "lincomb1", "lincomb2", "lincomb3", "lincomb4",
+                                 "lincomb5"])
+def test_float_function_matches_cpu(functions, key):
+    ours, expected = functions[key]
+    assert expected.dtype == np.float32
+    assert np.isfinite(ours).all()
+    assert expected.std() > 1e-3, "the CPU output is flat: the comparison would prove little"
+    err = relative_error(ours, expected)
+    assert err <= TOLERANCE, f"{key}: relative error {err:.2e} > {TOLERANCE}"
+
+
+def test_vae_rgba_matches_cpu(functions):
+    ours, expected = functions["vae"]
+    # int32 in the compiled function (WGSL has no 8-bit integers), read as bytes.
+    assert ours.dtype == expected.dtype and ours.dtype.itemsize == 4 and ours.ndim == 2
+    ours_rgba = ours.view(np.uint8).reshape(*ours.shape, 4).astype(int)
+    cpu_rgba = expected.view(np.uint8).reshape(*expected.shape, 4).astype(int)
+    assert (ours_rgba[..., 3] == 255).all()
+    assert cpu_rgba[..., :3].std() > 10, "the CPU image is flat: the comparison would prove little"
+    diff = np.abs(ours_rgba - cpu_rgba)
+    # A channel sitting on a rounding edge may round the other way on the GPU.
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
+# ---- the whole pipeline: make generate against make reference -------------------------------------------------
+
+GENERATIONS = {"pndm": 2, "dpm": 3, "euler": 3}  # scheduler: steps (PNDM's 2 steps are 3 UNet calls)
+SETTINGS = dict(PROMPT=PROMPTS[1], NEGATIVE=PROMPTS[0], SEED=4321, GUIDANCE=7.5)
+
+
+@pytest.fixture(scope="module")
+def generations(tiny_build, tmp_path_factory):
+    """{scheduler: (Guarded `make generate`, its PNG)}, all started at once in the background: each node process
+    compiles every shader again, mostly on one core, so together they use the machine's cores."""
+    folder = tmp_path_factory.mktemp("webgpu-generate")
+    runs = {}
+    try:
+        for scheduler, steps in GENERATIONS.items():
+            out = folder / f"{scheduler}.png"
+            command = make_command("generate", **tiny_build.variables(
+                OUT=out, STEPS=steps, SCHEDULER=scheduler, **SETTINGS))
+            runs[scheduler] = (Guarded(command, cwd=tiny_build.tree, env=clean_env(), log=folder / scheduler), out)
+        yield runs
+    finally:
+        for run, _ in runs.values():
+            run.kill()
+
+
+def psnr(a, b) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+@pytest.mark.parametrize("scheduler", list(GENERATIONS))
+def test_make_generate_matches_reference(tiny_build, generations, scheduler):
+    from PIL import Image
+
+    import reference
+
+    steps = GENERATIONS[scheduler]
+    # make reference runs stages/reference.py's generate(); here in-process, while make generate runs.
+    ref = reference.generate(tiny_build.weights, prompt=SETTINGS["PROMPT"], negative=SETTINGS["NEGATIVE"],
+                             seed=SETTINGS["SEED"], steps=steps, scheduler=scheduler,
+                             guidance=SETTINGS["GUIDANCE"])
+    run, out = generations[scheduler]
+    result = run.wait()
+    assert result.returncode == 0, f"make generate failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    print(f"make generate {scheduler} {steps} steps: {run.elapsed:.1f}s after its start, peak "
+          f"{run.peak / 2**20:.0f} MiB\n{result.stdout}")
+    with Image.open(out) as png:
+        assert png.size == (ref.shape[1], ref.shape[0])
+        assert (png.text["scheduler"], png.text["steps"], png.text["seed"]) == (scheduler, str(steps), "4321")
+        ours = np.asarray(png.convert("RGB"))
+    assert ref.std() > 10, "diffusers made a flat image: the comparison would prove nothing"
+    assert ours.std() > 10, "WebGPU made a flat image"
+    value = psnr(ours, ref)
+    print(f"{scheduler}: PSNR {value:.1f} dB")
+    assert value >= PSNR_MIN, f"{scheduler}: PSNR {value:.1f} dB < {PSNR_MIN}"
+
+
+# ---- bad input -----------------------------------------------------------------------------------------------
+
+
+def linked_copy(variant: Path, dest: Path) -> Path:
+    """A copy of the variant's runtime files as symbolic links (cheap), which a test may then break by
+    replacing or removing links."""
+    manifest = json.loads((variant / "model.json").read_text())
+    files = {"model.json", manifest["wasm"]["path"]}
+    files |= {rec["path"] for rec in [*manifest["tokenizer"].values(), *manifest["schedulers"].values()]}
+    for sub in manifest["submodules"].values():
+        if sub.get("params"):
+            cache = Path(sub["params"]["path"])
+            files.add(str(cache))
+            for shard in json.loads((variant / cache).read_text())["records"]:
+                files.add(str(cache.parent / shard["dataPath"]))
+    for name in files:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).symlink_to(variant / name)
+    return dest
+
+
+def rewrite(copy: Path, name: str, data: bytes) -> None:
+    """Replaces the file `name` in a linked copy, and its size and sha256 in model.json."""
+    (copy / name).unlink()
+    (copy / name).write_bytes(data)
+    manifest = json.loads((copy / "model.json").read_text())
+    records = [manifest["wasm"], *manifest["tokenizer"].values(), *manifest["schedulers"].values(),
+               *(s["params"] for s in manifest["submodules"].values() if s.get("params"))]
+    (record,) = [r for r in records if r["path"] == name]
+    record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (copy / "model.json").unlink()
+    (copy / "model.json").write_text(json.dumps(manifest, indent=1))
+
+
+def test_tensor_cache_the_library_does_not_take(tiny_build, tmp_path):
+    copy = linked_copy(tiny_build.variant, tmp_path / "variant")
+    cache_name = "clip/params.v1/tensor-cache.json"
+    cache = json.loads((copy / cache_name).read_text())
+    count = len(cache["metadata"]["param_names"])
+    cache["metadata"]["param_names"].pop()  # a tensor the library takes is not in the cache
+    rewrite(copy, cache_name, json.dumps(cache).encode())
+
+    result = node(tiny_build.tree, "tests/python/js/run_functions.mjs", _empty_spec(copy, tmp_path), timeout=120)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: FormatError: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    first = lines[0]
+    assert f"{count - 1} tensors for clip, the library's clip takes {count}; rebuild the model" in first
+    assert str(copy / cache_name) in first
+
+    result = node(tiny_build.tree, "web/node/generate.mjs", "--model", copy / "model.json", "--steps", 1,
+                  "--out", tmp_path / "never.png", timeout=120)
+    assert result.returncode == 1
+    assert "does not match the library" in error_line(result)
+    assert "    at " not in result.stderr, "a stack trace instead of the message"
+    assert not (tmp_path / "never.png").exists()
+
+
+def _empty_spec(copy: Path, folder: Path) -> Path:
+    spec = folder / "spec.json"
+    spec.write_text(json.dumps({"model": str(copy / "model.json"), "calls": []}))
+    return spec
+
+
+def test_missing_shard_is_named(tiny_build, tmp_path):
+    copy = linked_copy(tiny_build.variant, tmp_path / "variant")
+    cache = json.loads((copy / "unet/params.v1/tensor-cache.json").read_text())
+    shard = copy / "unet/params.v1" / cache["records"][-1]["dataPath"]
+    shard.unlink()
+    start = time.monotonic()
+    result = node(tiny_build.tree, "web/node/generate.mjs", "--model", copy / "model.json", "--steps", 1,
+                  "--out", tmp_path / "never.png", timeout=120)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 1
+    assert error_line(result) == f"error: generate: cannot read {shard} (ENOENT); build the model with make"
+    assert "    at " not in result.stderr
+    assert not (tmp_path / "never.png").exists()
+    assert elapsed < 60, f"{elapsed:.0f}s to report a missing file"
+
+
+def test_no_webgpu_adapter(tiny_build, tmp_path):
+    start = time.monotonic()
+    result = node(tiny_build.tree, "web/node/generate.mjs", "--model", tiny_build.variant / "model.json",
+                  "--steps", 1, "--out", tmp_path / "never.png", timeout=60, VK_ICD_FILENAMES="/nonexistent.json")
+    elapsed = time.monotonic() - start
+    assert result.returncode == 1
+    line = error_line(result)
+    # NoWebGPUError from web/runtime/load.js requestDevice.
+    assert line.startswith("error: generate: WebGPU is present but no GPU adapter is available"), line
+    assert "Update the graphics driver" in line
+    assert not (tmp_path / "never.png").exists()
+    assert elapsed < 20, f"{elapsed:.0f}s to report that there is no adapter"
