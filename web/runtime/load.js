@@ -117,10 +117,6 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
   const handle = await instantiateLibrary(wasm, device, { logger, tvmjs });
   handle.adapter = adapter;
   handle.device = device;
-  // WebGPU reports a failed dispatch (invalid shader, out of memory) only as an event, and carries on; the
-  // pipeline checks this list after each synchronisation and stops with the message.
-  handle.gpuErrors = [];
-  device.addEventListener("uncapturederror", (event) => handle.gpuErrors.push(event.error?.message ?? String(event.error)));
 
   onProgress({ phase: "tokenizer" });
   const tok = manifest.tokenizer;
