@@ -11,6 +11,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from . import rewrite_relax_functions
+
 
 @relax.expr_functor.mutator
 class _Narrow(relax.PyExprMutator):
@@ -29,8 +31,4 @@ class _Narrow(relax.PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="NarrowTakeIndices")
 def NarrowTakeIndices(mod, ctx):  # noqa: N802 (TVM pass naming)
-    mutator = _Narrow(mod)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_relax_functions(mod, _Narrow)

@@ -17,6 +17,8 @@ import tvm
 from tvm import relax
 from tvm.relax import op
 
+from . import rewrite_relax_functions
+
 # Groups smaller than this stay as they are. At 4096 the UNet's 1280-channel 8 x 8 norms (groups of 2560)
 # still took 27 ms per step on an H100; split, they take under 1 ms.
 MIN_GROUP_SIZE = 1024
@@ -74,8 +76,4 @@ class _Split(relax.PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="SplitGroupNorm")
 def SplitGroupNorm(mod, ctx):  # noqa: N802 (TVM pass naming)
-    mutator = _Split(mod)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_relax_functions(mod, _Split)
