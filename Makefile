@@ -36,6 +36,9 @@ WEIGHTS   ?=
 ARTIFACTS ?= artifacts
 TUNING    ?= artifacts/tuning
 PY        ?= .venv/bin/python
+# How float32 weights are stored in the shards: float16 (half the download; the libraries still compute in
+# float32) or float32.
+PARAM_STORAGE ?= float16
 V         ?= 0
 
 ifeq ($(WEIGHTS),tiny)
@@ -74,7 +77,7 @@ OUTPUTS := $(LIBS) $(PARAMS) $(SCHEDULER_FILES) $(TOKENIZER_FILES) $(WASM) $(MAN
 help:
 	@sed -n '3,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-sd15: $(OUTPUTS) ## build SD 1.5: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name]
+sd15: $(OUTPUTS) ## build SD 1.5: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name] [PARAM_STORAGE=float32]
 	@echo "$(VARIANT): $(words $(OUTPUTS)) artifacts up to date in $(A)/ (what ran: $(A)/build.log)"
 
 sdxl: ## SDXL (not built yet)
@@ -181,10 +184,17 @@ $(A)/%/.export-cpu.stamp: $(A)/%/lowered.v1.json stages/export_lib.py $(LIB) $(P
 # dump-params: the only stage that reads the weights themselves.
 $(A)/%/params.v1/tensor-cache.json: $(A)/%/.params.stamp ;
 $(A)/%/.params.stamp: $(A)/%/transform_params.v1.json $$(wildcard $$(SRC)/$$(FOLDER_$$*)/*.safetensors) \
-		$(GENERATED) stages/dump_params.py $(LIB) $$(call missing,$$(@D)/params.v1/tensor-cache.json)
+		$(GENERATED) stages/dump_params.py stages/lib/tensor_cache.py $(LIB) $(A)/.param-storage \
+		$$(call missing,$$(@D)/params.v1/tensor-cache.json)
 	$(call say,DUMP-PARAMS,$(@D))
-	$(Q)$(call STAGE,dump_params) --submodule $* --weights $(SRC)
+	$(Q)$(call STAGE,dump_params) --submodule $* --weights $(SRC) --storage-dtype $(PARAM_STORAGE)
 	$(Q)touch $@
+
+# PARAM_STORAGE as a file that changes only when its value does (checked on every make), so switching it
+# reruns dump-params and nothing else.
+$(A)/.param-storage: FORCE
+	$(Q)mkdir -p $(@D)
+	$(Q)echo '$(PARAM_STORAGE)' | cmp -s - $@ || echo '$(PARAM_STORAGE)' > $@
 
 # dump-scheduler and dump-tokenizer: per variant, from the model's own config files.
 $(SCHEDULER_FILES): $(A)/.scheduler.stamp ;

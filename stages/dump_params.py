@@ -1,13 +1,19 @@
 """dump-params: one submodule's weights -> a tvmjs tensor cache (size-capped shards + tensor-cache.json).
 
-    python stages/dump_params.py --variant-dir artifacts/sd15-tiny --submodule unet --weights DIR
+    python stages/dump_params.py --variant-dir artifacts/sd15-tiny --submodule unet --weights DIR \
+        [--storage-dtype float16|float32]
 
 Reads the diffusers safetensors lazily (one tensor at a time, never a whole model twice), maps every
 checkpoint tensor to a parameter of the traced function or to the submodule's declared unused list (anything
 else stops the build), applies the build-time parameter transform that `transform` lifted out, and writes the
 shards with an explicit encoding (tvmjs' default would silently store float32 as bfloat16). The cache's
-metadata names the parameters in the order the compiled function takes them, with a sha256 per shard that
-the web runtime verifies.
+metadata names the parameters in the order the compiled function takes them and the dtype the library takes
+each in, with a sha256 per shard that the web runtime verifies.
+
+Storage: float32 parameters are stored as float16 by default (half the download; the libraries still compute
+in float32, and the runtimes widen each tensor exactly as they load it: stages/lib/tensor_cache.py,
+web/runtime/params.js). `--storage-dtype float32` stores them as they are. A weight that float16 cannot hold
+stops the stage, naming the checkpoint file and tensor (stages/lib/tensor_cache.py says why it is not clamped).
 """
 
 from __future__ import annotations
@@ -25,14 +31,16 @@ from lib.cli import (ARTIFACT_VERSION, StageError, dir_if_changed, log_stage, pa
                      run_stage, sha256_file, stage_parser, write_provenance)
 from lib.models import check_weights_folder, family, safetensors_files  # noqa: E402
 from lib.relax_io import load_module  # noqa: E402
+from lib.tensor_cache import STORAGE_DTYPES, to_storage  # noqa: E402
 
 CACHE_FORMAT = "websd-tensor-cache"
 SHARD_MB = 32
 
 
-def read_checkpoint(folder: Path, wanted: dict[str, dict], unused_prefixes) -> dict:
+def read_checkpoint(folder: Path, wanted: dict[str, dict], unused_prefixes, storage_dtype: str) -> dict:
     """Returns {source name: numpy array} for `wanted`, in the traced dtype; every other tensor in the
-    checkpoint must be declared unused."""
+    checkpoint must be declared unused. Each must fit `storage_dtype` (checked here, where the message can
+    name the checkpoint tensor; the lifted transform renames what it computes)."""
     import numpy as np
     from safetensors import SafetensorError, safe_open
 
@@ -52,6 +60,7 @@ def read_checkpoint(folder: Path, wanted: dict[str, dict], unused_prefixes) -> d
                         raise StageError(f"{path}: {key} has shape {list(value.shape)}, the model's config "
                                          f"expects {spec['shape']}; config.json and weights disagree")
                     found[key] = np.ascontiguousarray(value.astype(spec["dtype"]))
+                    to_storage(found[key], storage_dtype, f"{path}: tensor {key!r}")
         except SafetensorError as err:
             raise StageError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from None
     missing = sorted(set(wanted) - set(found))
@@ -74,6 +83,8 @@ def transform_weights(transform_mod, name: str, source_params: list[dict], weigh
 def main():
     parser = stage_parser(__doc__)
     parser.add_argument("--weights", type=Path, required=True, help="diffusers folder (save_pretrained layout)")
+    parser.add_argument("--storage-dtype", choices=STORAGE_DTYPES, default="float16",
+                        help="how float32 parameters are stored in the shards (the library takes float32 either way)")
     args = parser.parse_args()
     paths = paths_from(args)
     fam = family(paths.family)
@@ -86,7 +97,7 @@ def main():
     transform_mod, meta = load_module(paths.transform_params, f"make {paths.lowered}")
     (function, fmeta), = [(n, m) for n, m in meta["functions"].items() if m["params"]]
     sources = {p["source"]: p for p in fmeta["source_params"]}
-    weights = read_checkpoint(args.weights / sub.folder, sources, sub.unused_prefixes)
+    weights = read_checkpoint(args.weights / sub.folder, sources, sub.unused_prefixes, args.storage_dtype)
     values = transform_weights(transform_mod, fmeta["transform"], fmeta["source_params"], weights)
 
     names = []
@@ -94,6 +105,11 @@ def main():
         names.append(p["name"] if p["name"] not in names else f"{p['name']}_{i}")
     for p, v in zip(fmeta["params"], values):
         assert list(v.shape) == p["shape"] and str(v.dtype) == p["dtype"], (p, v.shape, v.dtype)
+    # In place, one tensor at a time: the float32 copy goes as its narrowed one comes (the full-size UNet's
+    # dump is this stage's memory peak). The transform only moves values today (transposes, reshapes), so the
+    # range check above already passed; this one guards a transform that computes.
+    for i, name in enumerate(names):
+        values[i] = to_storage(values[i], args.storage_dtype, f"{sub.name} parameter {name}")
 
     with dir_if_changed(paths.params_dir) as tmp:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints progress lines of its own
@@ -110,14 +126,18 @@ def main():
             "submodule": sub.name,
             "function": function,
             "param_names": names,
+            "param_dtypes": [p["dtype"] for p in fmeta["params"]],
+            "storage_dtype": args.storage_dtype,
             "total_bytes": sum(s["nbytes"] for s in cache["records"]),
         }
         cache_json.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
 
-    write_provenance(paths.params_dir, "dump-params", [paths.transform_params, *safetensors_files(args.weights / sub.folder)])
+    write_provenance(paths.params_dir, "dump-params", [paths.transform_params, *safetensors_files(args.weights / sub.folder)],
+                     {"storage_dtype": args.storage_dtype})
     log_stage(paths, "dump-params")
     total = cache["metadata"]["total_bytes"]
-    print(f"dump-params {paths.variant}/{sub.name}: {len(names)} tensors, {total / 2**20:.1f} MiB in "
+    print(f"dump-params {paths.variant}/{sub.name}: {len(names)} tensors, {total / 2**20:.1f} MiB "
+          f"({args.storage_dtype}) in "
           f"{len(cache['records'])} shard(s), {time.time() - start:.1f}s -> {paths.params_dir}")
 
 

@@ -19,6 +19,7 @@ from .cli import ArtifactPaths, StageError
 from .models import family
 from .noise import gaussian_noise
 from .schedulers import FILES, f32, load_scheduler
+from .tensor_cache import load_params
 
 MAX_LENGTH = 77
 
@@ -28,7 +29,6 @@ class CompiledPipeline:
         import tvm
         from transformers import CLIPTokenizer
         from tvm import relax
-        from tvm.contrib import tvmjs
 
         self.paths = ArtifactPaths(Path(variant_dir))
         fam = family(self.paths.family)
@@ -40,8 +40,8 @@ class CompiledPipeline:
                 raise StageError(f"missing {lib}; build it with `make {fam.name} WEIGHTS=...`")
             self.vms[sub.name] = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
             if sub.folder:
-                tensors, meta = tvmjs.load_tensor_cache(str(p.params_dir), tvm.cpu())
-                self.params[sub.name] = [tensors[name] for name in meta["param_names"]]
+                # Widened to the library's dtypes as web/runtime/params.js does: the same float32 values.
+                self.params[sub.name], _ = load_params(p.params_dir, tvm.cpu())
         self.tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
         self.tvm = tvm
 

@@ -45,7 +45,7 @@ SUBMODULES = ("clip", "unet", "vae", "sched")
 WEIGHTED = ("clip", "unet", "vae")
 # Variables the Makefile reads with ?=: one set in the caller's environment would change what a test runs.
 MAKE_VARIABLES = ("WEIGHTS", "MODEL", "VARIANT", "ARTIFACTS", "TUNING", "PY", "V", "PROMPT", "NEGATIVE", "SEED",
-                  "STEPS", "SCHEDULER", "GUIDANCE", "OUT")
+                  "STEPS", "SCHEDULER", "GUIDANCE", "OUT", "PARAM_STORAGE")
 # `say` in the Makefile prints one line per stage run: two spaces, the stage in capitals, its folder.
 STAGE_LINE = re.compile(r"^  [A-Z][A-Z-]+ +\S", re.MULTILINE)
 
@@ -121,6 +121,23 @@ def relative_error(ours, ref) -> float:
     return float(np.linalg.norm((ours - ref).ravel()) / norm)
 
 
+def stored_weights(module, cache_meta: dict):
+    """`module` (PyTorch) with its float32 weights rounded as the tensor cache stores them (float16 by default;
+    the compiled library gets them widened back, exactly). Compared with the compiled library, it measures the
+    compiled code alone; the unrounded module measures the code and the storage together. Rounding the
+    checkpoint tensors equals rounding the library's parameters while the lifted parameter transform only
+    moves values (transposes, reshapes, a gather: true of every submodule today)."""
+    import torch
+
+    storage = cache_meta["storage_dtype"]
+    if storage != "float32":
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if tensor.dtype == torch.float32:
+                    tensor.copy_(tensor.to(getattr(torch, storage)).float())
+    return module
+
+
 class Compiled:
     """One submodule's CPU library and tensor cache, loaded as CompiledPipeline loads them; calling a function
     appends the weights (in the cache's param_names order) after the inputs."""
@@ -128,9 +145,9 @@ class Compiled:
     def __init__(self, variant_dir: Path, submodule: str):
         import tvm
         from tvm import relax
-        from tvm.contrib import tvmjs
 
         from lib.cli import ArtifactPaths
+        from lib.tensor_cache import load_params
 
         self.tvm = tvm
         paths = ArtifactPaths(Path(variant_dir), submodule)
@@ -138,8 +155,7 @@ class Compiled:
         self.meta = json.loads(paths.lowered.read_text())["meta"]
         self.params, self.cache_meta = [], None
         if submodule in WEIGHTED:
-            tensors, self.cache_meta = tvmjs.load_tensor_cache(str(paths.params_dir), tvm.cpu())
-            self.params = [tensors[name] for name in self.cache_meta["param_names"]]
+            self.params, self.cache_meta = load_params(paths.params_dir, tvm.cpu())
 
     def __call__(self, function: str, *inputs) -> np.ndarray:
         # np.asarray, not np.ascontiguousarray: that one turns the 0-d timestep and guidance into 1-d.

@@ -9,6 +9,7 @@ a wrong --submodule).
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -110,6 +111,36 @@ def test_corrupt_safetensors(tiny_build, weights_copy, tmp_path):
     assert stage_lines(result.stdout) == [f"DUMP-PARAMS {variant}/unet"]
     assert snapshot(variant) == before
     assert sorted(p.name for p in artifacts.iterdir()) == [MODEL]
+
+
+def test_weight_beyond_float16_range(tiny_build, weights_copy, tmp_path):
+    """A VAE weight that float16 shards would hold as inf: dump-params stops with one line naming the weights
+    file and the tensor and saying how to keep float32; nothing already built changes. With PARAM_STORAGE=float32
+    the same weights build."""
+    from safetensors.numpy import load_file, save_file
+
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    variant = artifacts / MODEL
+    subprocess.run(["cp", "-a", str(tiny_build.variant), str(variant)], check=True)
+    before = snapshot(variant)
+    (weights_file,) = (weights_copy / "vae").glob("*.safetensors")
+    tensors = load_file(weights_file)
+    name = "decoder.conv_in.weight"
+    tensors[name].flat[7] = -7.0e4  # past 65504, and past 65520, where rounding to float16 gives inf
+    save_file(tensors, weights_file, metadata={"format": "pt"})
+
+    variables = dict(WEIGHTS=weights_copy, ARTIFACTS=artifacts, TUNING=tiny_build.tuning)
+    result = run_make(MODEL, tree=tiny_build.tree, **variables)
+    assert_one_line_error(result, f"error: dump-params: {weights_file}: tensor {name!r} has 1 value(s) beyond "
+                          "float16's range (largest magnitude 70000 > 65504)", "PARAM_STORAGE=float32")
+    assert stage_lines(result.stdout) == [f"DUMP-PARAMS {variant}/vae"]
+    assert snapshot(variant) == before
+
+    as_float32 = run_make(MODEL, tree=tiny_build.tree, PARAM_STORAGE="float32", **variables)
+    assert as_float32.returncode == 0, as_float32.stderr
+    cache = json.loads((variant / "vae" / "params.v1" / "tensor-cache.json").read_text())
+    assert cache["metadata"]["storage_dtype"] == "float32"
 
 
 # ---- unknown model, wrong submodule --------------------------------------------------------------------------

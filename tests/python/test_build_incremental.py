@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import (MODEL, Compiled, clean_env, log_entries, make_command, relative_error, snapshot,
-                      stage_lines)
+                      stage_lines, stored_weights)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -82,12 +82,14 @@ def unet_inputs(seed: int, config: dict):
             np.array(7.5, np.float32))
 
 
-def torch_unet(weights_dir: Path, inputs) -> np.ndarray:
+def torch_unet(weights_dir: Path, inputs, cache_meta: dict) -> np.ndarray:
+    """The PyTorch UNet with the weights as the tensor cache described by `cache_meta` stores them."""
     from diffusers import UNet2DConditionModel
 
     from lib.submodules.unet import GuidedUNet
 
-    wrapper = GuidedUNet(UNet2DConditionModel.from_pretrained(weights_dir / "unet").eval()).eval()
+    unet = stored_weights(UNet2DConditionModel.from_pretrained(weights_dir / "unet").eval(), cache_meta)
+    wrapper = GuidedUNet(unet).eval()
     with torch.no_grad():
         return wrapper(*(torch.from_numpy(np.asarray(x)) for x in inputs)).numpy()
 
@@ -265,8 +267,9 @@ def test_new_unet_weights_rerun_only_unet_dump_params(build_copy):
     assert {p for p in under(changed, "unet") if not p.startswith(("unet/params.v1", "unet/.params.stamp"))} == set()
 
     # The compiled UNet (unchanged library, new tensor cache) is the PyTorch UNet with the new weights.
-    new_output = Compiled(build.variant, "unet")("unet", *inputs)
-    assert relative_error(new_output, torch_unet(build.weights, inputs)) <= 1e-4
+    compiled = Compiled(build.variant, "unet")
+    new_output = compiled("unet", *inputs)
+    assert relative_error(new_output, torch_unet(build.weights, inputs, compiled.cache_meta)) <= 1e-4
     assert relative_error(new_output, old_output) > 1e-2
 
 

@@ -9,6 +9,7 @@
 
 import { AbortedError, DeviceLimitError, FormatError } from "../runtime/errors.js";
 import { checkManifest, loadModel, modelFiles, requestDevice } from "../runtime/load.js";
+import { gpuTensorBytes } from "../runtime/params.js";
 import { encodePNG } from "../runtime/png.js";
 import { availableSteps } from "../runtime/schedulers/index.js";
 import { AssetStore, fileLabel } from "./cache.js";
@@ -53,9 +54,10 @@ async function fetchManifest(store, url, signal) {
   }
 }
 
-// Weights beyond what the GPU can bind fail late and obscurely; say so before downloading them.
+// Weights beyond what the GPU can bind fail late and obscurely; say so before downloading them. Sizes on the
+// GPU, not in the shards: float16-stored weights are widened to float32 there.
 function checkBufferLimits(indexes, adapter) {
-  const largest = Math.max(...indexes.flatMap((cache) => cache.records.flatMap((shard) => shard.records.map((r) => r.nbytes))));
+  const largest = Math.max(...indexes.flatMap(({ cache, url }) => gpuTensorBytes(cache, url)));
   const limit = Math.min(adapter.limits.maxBufferSize, adapter.limits.maxStorageBufferBindingSize);
   if (largest > limit) {
     const mb = (n) => `${Math.round(n / 2 ** 20)} MB`;
@@ -85,7 +87,7 @@ async function load({ modelUrl }, { id, progress }) {
     for (const file of files.filter((f) => f.kind === "weights-index")) {
       await store.ensure(file, signal);
       const cache = parseJSON(await store.read(file, signal), label(file.url));
-      indexes.push(cache);
+      indexes.push({ cache, url: label(file.url) });
       for (const shard of cache.records) {
         files.push({ url: new URL(shard.dataPath, file.url).href, sha256: shard.sha256, bytes: shard.nbytes, kind: "weights" });
       }

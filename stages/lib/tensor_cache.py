@@ -1,0 +1,86 @@
+"""The weights' tensor cache (`<submodule>/params.v1/`): how parameters are stored, and reading them back.
+
+dump-params stores float32 parameters as float16 by default (half the download); the compiled libraries still
+take float32, so every reader widens float16 records to the dtype the library takes, which the cache's
+metadata names per parameter (`param_dtypes`, in `param_names` order). Each record keeps the dtype it is
+stored in. Widening float16 -> float32 is exact, so all runtimes (this module for the CPU pipeline and the
+tests, web/runtime/params.js for WebGPU) hand the library bit-identical weights.
+
+    tensors, meta = load_params(paths.params_dir, tvm.cpu())   # in the order the compiled function takes them
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .cli import StageError
+
+STORAGE_DTYPES = ("float16", "float32")
+# (stored, taken by the library) pairs a reader may convert; anything else is a broken or foreign cache.
+WIDENINGS = {("float16", "float32")}
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+
+
+def to_storage(value: np.ndarray, storage_dtype: str, what: str) -> np.ndarray:
+    """`value` as it will be stored: float32 narrowed to `storage_dtype`, other dtypes as they are. A finite
+    value beyond float16's range stops the build rather than being stored as inf (or clamped): either would
+    change the model's output without a word, and a weight that large means the checkpoint is not an ordinary
+    Stable Diffusion one (SD 1.5's largest weights are in the tens), so the user should choose float32."""
+    if storage_dtype == "float32" or value.dtype != np.float32:
+        return value
+    assert storage_dtype == "float16", storage_dtype
+    with np.errstate(over="ignore"):
+        stored = value.astype(np.float16)
+    overflow = np.isinf(stored) & np.isfinite(value)
+    if overflow.any():
+        worst = float(np.abs(value[overflow]).max())
+        raise StageError(f"{what} has {int(overflow.sum())} value(s) beyond float16's range (largest magnitude "
+                         f"{worst:.6g} > {FLOAT16_MAX:g}), which float16 shards would store as inf; store this "
+                         f"model's weights as float32 (make ... PARAM_STORAGE=float32, or dump_params.py "
+                         f"--storage-dtype float32)")
+    return stored
+
+
+def library_dtypes(meta: dict, where) -> dict[str, str]:
+    """{parameter name: dtype the compiled library takes} from a cache's metadata."""
+    names, dtypes = meta.get("param_names", []), meta.get("param_dtypes")
+    if dtypes is None or len(dtypes) != len(names):
+        raise StageError(f"{where}: the tensor cache does not say which dtype the library takes for each of its "
+                         f"{len(names)} parameters (metadata.param_dtypes); rebuild it with `make`")
+    return dict(zip(names, dtypes))
+
+
+def load_params(params_dir: Path, device):
+    """Returns ([tvm tensor per parameter, in metadata.param_names order, in the library's dtype], metadata).
+    Reads one shard at a time and converts one tensor at a time."""
+    import tvm
+
+    params_dir = Path(params_dir)
+    cache_json = params_dir / "tensor-cache.json"
+    cache = json.loads(cache_json.read_text())
+    meta = cache["metadata"]
+    wanted = library_dtypes(meta, cache_json)
+    tensors = {}
+    for shard in cache["records"]:
+        data = (params_dir / shard["dataPath"]).read_bytes()
+        if shard["format"] != "raw-shard" or len(data) != shard["nbytes"]:
+            raise StageError(f"{params_dir / shard['dataPath']}: not the shard tensor-cache.json describes; "
+                             f"rebuild it with `make`")
+        for rec in shard["records"]:
+            name, stored = rec["name"], rec["dtype"]
+            if rec["format"] != "raw":
+                raise StageError(f"{cache_json}: {name} has encoding {rec['format']}, expected raw")
+            if name not in wanted:
+                continue
+            if stored != wanted[name] and (stored, wanted[name]) not in WIDENINGS:
+                raise StageError(f"{cache_json}: {name} is stored as {stored}, the library takes {wanted[name]}")
+            array = np.frombuffer(data, dtype=np.dtype(stored).newbyteorder("<"), count=int(np.prod(rec["shape"])),
+                                  offset=rec["byteOffset"]).reshape(rec["shape"])
+            tensors[name] = tvm.runtime.tensor(array.astype(wanted[name]), device)
+    missing = [n for n in meta["param_names"] if n not in tensors]
+    if missing:
+        raise StageError(f"{cache_json}: no tensor named {missing[0]} ({len(missing)} missing)")
+    return [tensors[n] for n in meta["param_names"]], meta
