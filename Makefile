@@ -282,6 +282,36 @@ clean: ## remove generated artifacts (keeps artifacts/tuning/, the venv and node
 
 FORCE:
 
+# ---- tuning: one round = propose (compile candidates) -> measure (on a GPU, through Dawn) -> record ----------
+# make tune MODEL=sd15 SUBMODULE=unet TRIALS=16 tunes against the full-size shapes of $(MODEL)-random (build it
+# first: make sd15 WEIGHTS=random); run it again to continue where the log stops. The log is
+# $(TUNING)/<model>/<submodule>/, which the tune stage applies, so the next `make sd15` rebuilds that submodule
+# only. With the GPU on another machine: tune-propose here, `node stages/tune_measure.mjs --work-dir
+# $(TUNE_WORK)` there (with the work dir copied), tune-record here with its measured.json back.
+SUBMODULE    ?= unet
+TRIALS       ?= 16
+TUNE_VARIANT ?= $(MODEL)-random
+TUNE_WORK    := build/tune/$(MODEL)/$(SUBMODULE)
+TUNE_SEARCH   = $(PY) stages/tune_search.py --variant-dir $(ARTIFACTS)/$(TUNE_VARIANT) --submodule $(SUBMODULE) \
+                  $1 --tuning-dir $(TUNING)/$(MODEL)/$(SUBMODULE) --work-dir $(TUNE_WORK)
+.PHONY: tune tune-propose tune-measure tune-record
+tune: ## tune kernels on this machine's GPU: MODEL=sd15 SUBMODULE=unet TRIALS=16 (one round; rerun to continue)
+	$(Q)$(MAKE) --no-print-directory tune-propose
+	$(Q)$(MAKE) --no-print-directory tune-measure
+	$(Q)$(MAKE) --no-print-directory tune-record
+
+tune-propose: $(RUNTIME_FILES) | $(SETUP)
+	$(call say,TUNE-PROPOSE,$(TUNE_WORK))
+	$(Q)$(call TUNE_SEARCH,propose) --trials $(TRIALS) --runtime-dir $(RUNTIME)
+
+tune-measure: | $(SETUP)
+	$(call say,TUNE-MEASURE,$(TUNE_WORK))
+	$(Q)node stages/tune_measure.mjs --work-dir $(TUNE_WORK)
+
+tune-record: | $(SETUP)
+	$(call say,TUNE-RECORD,$(TUNING)/$(MODEL)/$(SUBMODULE))
+	$(Q)$(call TUNE_SEARCH,record)
+
 # ---- the web site: assemble, serve, demo, browser tests ---------------------------------------------------
 # deploy/assemble_site.py copies (never builds): web/app + web/runtime + npm bundles + every built variant the
 # config names -> $(SITE)/. A deployment (make deploy-ghpages, later) only copies $(SITE)/ somewhere.

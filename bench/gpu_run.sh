@@ -5,10 +5,7 @@
 # random weights, and bench/torch_unet.py when asked; JSON results go to $OUT.
 set -uo pipefail
 variants=$1; options=${2:-}; torch=${3:-}
-for f in .gpu/debs/*.deb; do dpkg -x "$f" /; done; ldconfig
-xz -dc .gpu/node.xz > /usr/local/bin/gpu-node; chmod +x /usr/local/bin/gpu-node
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-rm -rf node_modules && mkdir -p node_modules && cp -a .gpu/npm/node_modules/. node_modules/ && cp -a .bench/npm/. node_modules/
+source bench/gpu_setup.sh
 mkdir -p artifacts
 for v in $variants; do mkdir -p "artifacts/$v" && xz -dc ".bench/$v.tar.xz" | tar -xf - -C "artifacts/$v"; done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"

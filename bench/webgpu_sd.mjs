@@ -38,16 +38,17 @@ function randomParams(handle, cache) {
   const uniform = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32);
   const tensors = [];
   const records = new Map(cache.records.flatMap((shard) => shard.records.map((r) => [r.name, r])));
-  for (const name of cache.metadata.param_names) {
+  cache.metadata.param_names.forEach((name, i) => {
     const rec = records.get(name);
+    const dtype = cache.metadata.param_dtypes?.[i] ?? rec.dtype; // what the library takes, not how it is stored
     const count = rec.shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(count);
     if (rec.shape.length === 1) data.fill(/norm.*weight/.test(name) ? 1 : 0);
     else for (let i = 0; i < count; ++i) data[i] = (uniform() + uniform() + uniform() - 1.5) * 0.04;
-    if (rec.dtype !== "float32") throw new Error(`random weights: ${name} is ${rec.dtype}`);
+    if (dtype !== "float32") throw new Error(`random weights: ${name} is ${dtype}`);
     const { tvm } = handle;
     tensors.push(tvm.withNewScope(() => tvm.detachFromCurrentScope(toGPU(handle, data, rec.shape))));
-  }
+  });
   return tensors;
 }
 

@@ -103,6 +103,7 @@ export async function instantiateLibrary(wasmBytes, gpuDevice, { logger = consol
   tvmjs = tvmjs ?? defaultTvmjs();
   const tvm = await tvmjs.instantiate(wasmBytes, wasiProvider(logger), logger);
   tvm.initWebGPU(gpuDevice);
+  submitEvery(tvm.lib.webGPUContext, SUBMIT_EVERY_DISPATCHES);
   // WebGPU validation errors (a shader WGSL rejects, a binding over a limit) do not make the call fail:
   // the dispatch is dropped and the output is garbage. Keep them where callers and tests can look.
   const gpuErrors = [];
@@ -112,6 +113,37 @@ export async function instantiateLibrary(wasmBytes, gpuDevice, { logger = consol
     logger(`[webgpu error] ${message}`);
   });
   return { tvm, tvmjs, gpu: tvm.webgpu(0), cpu: tvm.cpu(0), gpuErrors };
+}
+
+// tvmjs records every dispatch into one command encoder and submits it only when something waits on the GPU
+// (a read or a sync), so during a UNet step the GPU idles until all ~1000 of its dispatches are encoded.
+// Submitting every few dozen dispatches lets the GPU run while JavaScript encodes the rest. tvmjs 0.27 has no
+// setting for this: the hook wraps its `pendingEncoder` field, which each dispatch reads before it opens a
+// compute pass (so no pass is ever open when it submits). Dispatch buffers are reused only after a submit,
+// which is what tvmjs's own pool expects.
+const SUBMIT_EVERY_DISPATCHES = 64;
+
+function submitEvery(context, dispatches) {
+  if (!context || !("pendingEncoder" in context) || !("pendingDispatchCount" in context)) return; // another tvmjs
+  let encoder = context.pendingEncoder;
+  let submitting = false;
+  Object.defineProperty(context, "pendingEncoder", {
+    configurable: true,
+    get() {
+      if (encoder && !submitting && context.pendingDispatchCount >= dispatches) {
+        submitting = true;
+        try {
+          context.flushCommands();
+        } finally {
+          submitting = false;
+        }
+      }
+      return encoder;
+    },
+    set(value) {
+      encoder = value;
+    },
+  });
 }
 
 // tvm.withNewScope without its flaw: a throwing action would leave the scope open and the stack skewed.

@@ -1,0 +1,127 @@
+"""Kernel tuning for WebGPU: candidate schedules for the heavy kernels of a submodule, and the MetaSchedule
+database (the tuning log) their measurements go into.
+
+The search space is dlight's GEMM template (the schedule every conv and matmul of the default build gets)
+over a grid of tile shapes: threads per workgroup, register tile, K step, unroll. Each candidate is a
+MetaSchedule trace, so the log is an ordinary MetaSchedule JSON database and the build applies it with
+TVM's own MetaScheduleApplyDatabase. The default build's schedule is always a candidate, so a tuned kernel
+is never slower than the default one as measured.
+
+Why not MetaSchedule's own GPU space: it has no rules for the WebGPU target kind, and generated through a
+CUDA target carrying WebGPU's limits, TVM 0.27's samples were all rejected by its own GPU verifier on these
+kernels (0 of 40 per kernel: one-or-two-workgroup grids with whole tensors cached in shared memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+
+# WebGPU's guaranteed limits (maxComputeInvocationsPerWorkgroup, maxComputeWorkgroupStorageSize): the one
+# library runs on every adapter, so tuned kernels stay within what every adapter offers.
+MAX_THREADS = 256
+MAX_WORKGROUP_BYTES = 16384
+
+
+def tile_space() -> list[tuple]:
+    """Every tile configuration of the template: (threads x, threads y, micro x, micro y, K step, unroll),
+    in a fixed order."""
+    space = []
+    for tx, ty, mx, my, k, unroll in itertools.product((4, 8, 16, 32), (4, 8, 16, 32), (2, 4, 8), (2, 4, 8),
+                                                        (8, 16, 32), (16, 256)):
+        threads, accumulators = tx * ty, mx * my
+        shared_bytes = (tx * mx + ty * my) * k * 4
+        if 64 <= threads <= MAX_THREADS and 4 <= accumulators <= 32 and shared_bytes <= MAX_WORKGROUP_BYTES:
+            space.append((tx, ty, mx, my, k, unroll))
+    return space
+
+
+def proposal_order(task_name: str) -> list[tuple]:
+    """The tile space in a per-kernel random order that is the same in every round, so successive rounds
+    walk through it instead of drawing the same configurations again."""
+    order = tile_space()
+    random.Random(task_name).shuffle(order)
+    return order
+
+
+def heavy_tasks(mod, target, coverage: float, max_tasks: int):
+    """The kernels worth tuning: MetaSchedule's extracted tasks with a reduction, by FLOPs x calls, heaviest
+    first, until `coverage` of the submodule's FLOPs or `max_tasks`. Returns ([(task, flops_per_call)],
+    covered fraction)."""
+    import tvm.s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    weighted = sorted(((tvm.s_tir.analysis.estimate_tir_flops(t.dispatched[0]), t) for t in tasks),
+                      key=lambda ft: (-ft[0] * ft[1].weight, ft[1].task_name))
+    total = sum(f * t.weight for f, t in weighted)
+    chosen, covered = [], 0.0
+    for flops, task in weighted:
+        if covered >= coverage * total or len(chosen) >= max_tasks:
+            break
+        chosen.append((task, flops))
+        covered += flops * task.weight
+    return chosen, covered / total
+
+
+def schedule_for(func, target, config):
+    """The template's schedule of `func` (a PrimFunc) with tile `config`, or the default build's schedule
+    with config None. None when the template does not apply or the tile does not fit the kernel."""
+    from tvm import s_tir
+    from tvm.s_tir import dlight as dl
+
+    from .schedules import default_rules
+
+    if config is None:
+        for rule in default_rules():
+            sch = rule.apply(func, target, False)
+            if sch is not None:
+                return sch if isinstance(sch, s_tir.Schedule) else sch[0]
+        return None
+
+    class TiledMatmul(dl.gpu.Matmul):
+        def get_configs(self, target):
+            tx, ty, mx, my, k, unroll = config
+            return dl.gpu.Matmul.Config(block_size_x=tx, block_size_y=ty, vthread_x=1, vthread_y=1,
+                                        micro_size_x=mx, micro_size_y=my, micro_size_k=k, vector_size=1,
+                                        unroll=unroll, use_shared=True, storage_align=True, inner_x=False)
+
+    try:
+        with target:
+            return TiledMatmul().apply(func, target, False)
+    except Exception:  # noqa: BLE001 - dlight raises (rather than declines) on tiles that do not divide
+        return None
+
+
+def trace_key(trace) -> str:
+    """Identity of a schedule: a hash of its trace, decisions included."""
+    return hashlib.sha256(str(trace).encode()).hexdigest()[:16]
+
+
+def argument_specs(func) -> list[dict]:
+    """Shape and dtype of each buffer argument, for the measuring script to allocate."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return [{"shape": [int(s) for s in info.shape], "dtype": str(info.dtype)}
+            for info in ms.arg_info.ArgInfo.from_prim_func(func)]
+
+
+def open_database(tuning_dir, *, create: bool):
+    from tvm.s_tir import meta_schedule as ms
+
+    if create:
+        tuning_dir.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(path_workload=str(tuning_dir / "database_workload.json"),
+                                    path_tuning_record=str(tuning_dir / "database_tuning_record.json"),
+                                    allow_missing=create)
+
+
+def measured_keys(database) -> set[str]:
+    """Trace keys of every record in the log, per workload: {(workload hash, trace key)}."""
+    import tvm_ffi
+
+    keys = set()
+    for record in database.get_all_tuning_records():
+        keys.add((tvm_ffi.structural_hash(record.workload.mod), trace_key(record.trace)))
+    return keys

@@ -1,0 +1,128 @@
+// tune-measure: times every candidate kernel that `tune_search.py propose` compiled, on the real WebGPU stack
+// (tvmjs + Dawn in Node, the page's own runtime path), with WebGPU timestamp queries.
+//
+//   node stages/tune_measure.mjs --work-dir build/tune/sd15/unet [--repeats 5] [--budget-s 500]
+//
+// Reads candidates.wasm + candidates.json, writes measured.json: per candidate the median GPU time of one
+// call (all of its kernels) or the error that stopped it. Arguments are allocated once per kernel and left
+// as WebGPU zero-fills them: timings do not depend on values. The device gets the buffer limits the page asks
+// for, but WebGPU's default workgroup limits (256 invocations, 16 KiB of workgroup memory), so a candidate that
+// needs more than every adapter offers fails here instead of on a visitor's GPU.
+// --budget-s stops early (what was measured is kept; `record` proposes the rest again next round).
+
+import { readFile, writeFile, rename } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+
+import { create, globals } from "webgpu";
+
+import { installProfiler } from "../bench/kernel_profile.js";
+import { deviceLimits, instantiateLibrary } from "../web/runtime/tvm.js";
+
+const { values: opt } = parseArgs({
+  options: {
+    "work-dir": { type: "string" },
+    repeats: { type: "string", default: "5" },
+    "budget-s": { type: "string", default: "480" },
+    "allow-cpu-adapter": { type: "boolean", default: false },
+  },
+});
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+// One candidate: a first call inside an error scope (it compiles the pipeline, and a kernel WebGPU rejects
+// shows up here), then `repeats` timed calls. Returns { ms } (median GPU time of one call) or { error }.
+async function measure(fn, args, { tvm, device, handle, profiler, repeats }) {
+  try {
+    const errorsBefore = handle.gpuErrors.length;
+    device.pushErrorScope("validation");
+    fn(...args);
+    await tvm.webgpu().sync(); // submits, so that encoding errors land in the scope
+    const error = await device.popErrorScope();
+    if (error || handle.gpuErrors.length > errorsBefore) throw new Error(error?.message ?? handle.gpuErrors.at(-1));
+    const perCall = [];
+    for (let r = 0; r < repeats; ++r) {
+      profiler.start();
+      fn(...args);
+      await tvm.webgpu().sync();
+      perCall.push((await profiler.stop()).reduce((sum, kernel) => sum + kernel.ms, 0));
+    }
+    return { ms: median(perCall) };
+  } catch (err) {
+    if (/aborted|disposed|lost/i.test(String(err?.message))) throw err; // the runtime is gone: stop
+    return { error: String(err?.message ?? err).split("\n")[0].slice(0, 300) };
+  }
+}
+
+function report(task, results) {
+  const mine = results.filter((r) => r.task === task.task);
+  const timed = mine.filter((r) => r.ms !== undefined);
+  const best = Math.min(...timed.map((r) => r.ms));
+  const fallback = mine.find((r) => r.config === null);
+  console.log(`${task.task}: ${timed.length ? `best ${best.toFixed(3)} ms` : "no timing"} of ${task.candidates.length}` +
+              ` candidates (${mine.length - timed.length} failed, ${task.candidates.length - mine.length} not run)` +
+              (fallback?.ms !== undefined ? `; default schedule ${fallback.ms.toFixed(3)} ms` : ""));
+}
+
+async function main() {
+  if (!opt["work-dir"]) throw new Error("give --work-dir (where tune_search.py propose wrote candidates.*)");
+  const workDir = opt["work-dir"];
+  const manifest = JSON.parse(await readFile(join(workDir, "candidates.json"), "utf8"));
+  const wasm = await readFile(join(workDir, "candidates.wasm"));
+  Object.assign(globalThis, globals);
+  const gpu = create(["disable-dawn-features=timestamp_quantization"]);
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new Error("no WebGPU adapter: tuning measures on a GPU (see README, Tuning)");
+  if (/swiftshader/i.test(JSON.stringify(adapter.info ?? {})) && !opt["allow-cpu-adapter"]) {
+    throw new Error("the adapter is SwiftShader, a CPU: its timings say nothing about a GPU; tune on a machine " +
+                    "with one (--allow-cpu-adapter to try the mechanics anyway)");
+  }
+  if (!adapter.features.has("timestamp-query")) throw new Error("the adapter has no timestamp-query; cannot time kernels");
+  const { maxComputeInvocationsPerWorkgroup, maxComputeWorkgroupStorageSize, ...limits } = deviceLimits(adapter);
+  const device = await adapter.requestDevice({ requiredFeatures: ["timestamp-query"], requiredLimits: limits });
+  const profiler = installProfiler(device);
+  const handle = await instantiateLibrary(wasm, device, { logger: () => {} });
+  const { tvm } = handle;
+  const info = adapter.info ?? {};
+  const adapterName = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
+  console.log(`tune-measure: ${adapterName}`);
+
+  const library = tvm.withNewScope(() => tvm.detachFromCurrentScope(tvm.getGlobalFunc("ffi.SystemLib")(manifest.prefix)));
+  const results = [];
+  const deadline = performance.now() + Number(opt["budget-s"]) * 1e3;
+  const repeats = Number(opt.repeats);
+  const context = { tvm, device, handle, profiler, repeats };
+  let stopped = false;
+  const out = join(workDir, "measured.json");
+  const save = async (note) => {
+    await writeFile(out + ".tmp", JSON.stringify({ adapter: adapterName, repeats, stopped_early: note, candidates: results }, null, 1));
+    await rename(out + ".tmp", out);
+  };
+  try {
+    for (const task of manifest.tasks) {
+      if (stopped) break;
+      tvm.beginScope();
+      const args = task.args.map((a) => tvm.empty(a.shape, a.dtype, handle.gpu));
+      for (const cand of task.candidates) {
+        if (performance.now() > deadline) { stopped = true; break; }
+        results.push({ function: cand.function, task: task.task, config: cand.config,
+                       ...(await measure(library.getFunction(cand.function), args, context)) });
+      }
+      tvm.endScope();
+      report(task, results);
+    }
+  } catch (err) {
+    // The device or the runtime died (a kernel it could not survive): keep what was measured before.
+    await save(`failed: ${err.message}`);
+    throw err;
+  }
+  await save(stopped ? "time budget" : null);
+  console.log(`tune-measure: ${results.length} candidates -> ${out}${stopped ? " (stopped at the time budget)" : ""}`);
+  library.dispose();
+  tvm.dispose();
+}
+
+main().catch((err) => {
+  console.error(`tune-measure: ${process.env.DEBUG ? err.stack : err.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,165 @@
+"""tune-search: one round of kernel tuning for a submodule, in two halves around a GPU measurement.
+
+    python stages/tune_search.py --variant-dir artifacts/sd15-random --submodule unet propose \\
+        --tuning-dir artifacts/tuning/sd15/unet --work-dir build/tune/sd15/unet --trials 24 --runtime-dir ...
+    node stages/tune_measure.mjs --work-dir build/tune/sd15/unet          (on a machine with the GPU)
+    python stages/tune_search.py --variant-dir artifacts/sd15-random --submodule unet record \\
+        --tuning-dir artifacts/tuning/sd15/unet --work-dir build/tune/sd15/unet
+
+propose: picks the kernels that hold most of the submodule's FLOPs, and for each the next `--trials` tile
+configurations not yet in the tuning log (plus the default schedule, until it is measured), compiles them all
+for WebGPU into one candidates.wasm with a manifest of what to call with which argument shapes.
+record: appends every measured candidate (failures too, so they are not proposed again) to the tuning log.
+Rounds resume from the log: run `make tune` again to continue. Tuning needs the full-size shapes, so it
+reads a full-size variant (WEIGHTS=random has the real architecture); the tiny test model keeps defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lib.cli import StageError, paths_from, run_stage, stage_parser, write_bytes_if_changed  # noqa: E402
+from lib.relax_io import load_module  # noqa: E402
+
+PREFIX = "tune_candidates_"  # system-library prefix of candidates.wasm (TVM needs 8+ characters)
+FAILED_SECONDS = 1e10  # MetaSchedule's run time for a candidate that failed to build or run
+
+
+def tasks_of(paths, args):
+    from lib import tuning
+    from lib.targets import target as make_target
+
+    lowered, _ = load_module(paths.lowered, f"make sd15 WEIGHTS=random (for {paths.lowered})")
+    target = make_target("webgpu")
+    chosen, covered = tuning.heavy_tasks(lowered, target, args.coverage, args.max_tasks)
+    return target, chosen, covered
+
+
+def propose(paths, args) -> None:
+    import tvm
+    import tvm_ffi
+
+    from lib import tuning
+    from lib.wasm_link import link_wasm
+    from export_lib import deterministic_tar
+
+    start = time.time()
+    target, chosen, covered = tasks_of(paths, args)
+    database = tuning.open_database(args.tuning_dir, create=True)
+    measured = tuning.measured_keys(database)
+
+    functions, manifest = {}, {"prefix": PREFIX, "tasks": []}
+    for t, (task, flops) in enumerate(chosen):
+        func = task.dispatched[0]["main"]
+        workload = tvm_ffi.structural_hash(task.dispatched[0])
+        entry = {"task": task.task_name, "flops": flops, "calls": task.weight,
+                 "args": tuning.argument_specs(func), "candidates": []}
+        seen = set()
+        for config in [None] + tuning.proposal_order(task.task_name):
+            if len(entry["candidates"]) >= args.trials + (config is None):
+                break
+            sch = tuning.schedule_for(func, target, config)
+            if sch is None:
+                continue
+            key = tuning.trace_key(sch.trace)
+            if (workload, key) in measured or key in seen:
+                continue
+            seen.add(key)
+            name = f"t{t}_c{len(entry['candidates'])}"
+            functions[name] = sch.mod["main"].with_attr("global_symbol", name)
+            entry["candidates"].append({"function": name, "config": config})
+        manifest["tasks"].append(entry)
+    count = sum(len(e["candidates"]) for e in manifest["tasks"])
+    if not count:
+        raise StageError(f"every candidate of the {len(chosen)} kernels is already in {args.tuning_dir}; "
+                         f"the tile space is exhausted (nothing to tune)")
+    print(f"propose: {len(chosen)} kernels ({covered:.0%} of the FLOPs), {count} candidates; compiling",
+          flush=True)
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    module = tvm.IRModule(functions).with_attr("system_lib_prefix", PREFIX)
+    with tvm.transform.PassContext(opt_level=3):
+        library = tvm.tirx.build(module, target=target)
+    raw = args.work_dir / "candidates.raw.tar"
+    library.export_library(str(raw))
+    tar = args.work_dir / "candidates.tar"
+    write_bytes_if_changed(tar, deterministic_tar(raw))
+    raw.unlink()
+    link_wasm([tar], args.runtime_dir, args.work_dir / "candidates.wasm")
+    (args.work_dir / "measured.json").unlink(missing_ok=True)
+    write_bytes_if_changed(args.work_dir / "candidates.json", json.dumps(manifest, indent=1).encode())
+    print(f"propose: {args.work_dir}/candidates.wasm + candidates.json in {time.time() - start:.0f}s; "
+          f"measure them with stages/tune_measure.mjs on the GPU")
+
+
+def record(paths, args) -> None:
+    import tvm
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from lib import tuning
+
+    manifest_path, measured_path = args.work_dir / "candidates.json", args.work_dir / "measured.json"
+    for p in (manifest_path, measured_path):
+        if not p.exists():
+            raise StageError(f"missing {p}: run `make tune-propose` and then `make tune-measure` first")
+    manifest, measured = json.loads(manifest_path.read_text()), json.loads(measured_path.read_text())
+    times = {c["function"]: c for c in measured["candidates"]}
+    target, chosen, _ = tasks_of(paths, args)
+    by_name = {task.task_name: task for task, _ in chosen}
+    database = tuning.open_database(args.tuning_dir, create=True)
+
+    recorded = improved = 0
+    for entry in manifest["tasks"]:
+        task = by_name.get(entry["task"])
+        if task is None:
+            raise StageError(f"{manifest_path} names kernel {entry['task']}, which {paths.lowered} does not have; "
+                             f"the model changed since propose: run `make tune` again")
+        func = task.dispatched[0]["main"]
+        workload = database.commit_workload(task.dispatched[0])
+        before = database.get_top_k(workload, 1)
+        best_before = float(before[0].run_secs[0]) if before else None
+        for cand in entry["candidates"]:
+            result = times.get(cand["function"])
+            if result is None:
+                continue  # not measured (the run stopped early); proposed again next round
+            config = tuple(cand["config"]) if cand["config"] else None
+            sch = tuning.schedule_for(func, target, config)
+            seconds = result["ms"] / 1e3 if result.get("ms") is not None else FAILED_SECONDS
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, workload, run_secs=[seconds], target=target,
+                args_info=ms.arg_info.ArgInfo.from_prim_func(func)))
+            recorded += 1
+        after = database.get_top_k(workload, 1)
+        if after and (best_before is None or float(after[0].run_secs[0]) < best_before):
+            improved += 1
+    print(f"record: {recorded} measurements into {args.tuning_dir}; {improved} kernels got a new best "
+          f"(GPU: {measured.get('adapter', '?')})")
+
+
+def main():
+    parser = stage_parser(__doc__)
+    parser.add_argument("action", choices=["propose", "record"])
+    parser.add_argument("--tuning-dir", type=Path, required=True, help="the tuning log, artifacts/tuning/<model>/<sub>")
+    parser.add_argument("--work-dir", type=Path, required=True, help="where candidates and measurements go")
+    parser.add_argument("--trials", type=int, default=16, help="new tile configurations per kernel and round")
+    parser.add_argument("--coverage", type=float, default=0.95, help="tune the heaviest kernels up to this FLOP share")
+    parser.add_argument("--max-tasks", type=int, default=64)
+    parser.add_argument("--runtime-dir", type=Path, help="TVM web runtime bitcode (propose)")
+    args = parser.parse_args()
+    paths = paths_from(args)
+    if args.action == "propose":
+        if args.runtime_dir is None:
+            parser.error("propose needs --runtime-dir")
+        propose(paths, args)
+    else:
+        record(paths, args)
+
+
+if __name__ == "__main__":
+    run_stage("tune-search", main)
