@@ -160,7 +160,7 @@ $(A)/%/.transform.stamp: $(A)/%/traced.v1.json stages/transform.py $(LIB) $(PIPE
 
 # tune: applies artifacts/tuning/<model>/<submodule>/ (MetaSchedule database); dlight for the rest.
 $(A)/%/scheduled.webgpu.v1.json: $(A)/%/.tune.stamp ;
-$(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $(TUNING)/$(MODEL)/$$*/*.json) stages/tune.py $(LIB) \
+$(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $(TUNING)/$(MODEL)/$$*/database_*.json) stages/tune.py $(LIB) \
 		$(PIPELINE) $$(call missing,$$(@D)/scheduled.webgpu.v1.json)
 	$(call say,TUNE,$(@D))
 	$(Q)$(call STAGE,tune) --submodule $* --tuning-dir $(TUNING)/$(MODEL)/$*

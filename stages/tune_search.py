@@ -42,7 +42,6 @@ def tasks_of(paths, args):
 
 def propose(paths, args) -> None:
     import tvm
-    import tvm_ffi
 
     from lib import tuning
     from lib.wasm_link import link_wasm
@@ -50,26 +49,23 @@ def propose(paths, args) -> None:
 
     start = time.time()
     target, chosen, covered = tasks_of(paths, args)
-    database = tuning.open_database(args.tuning_dir, create=True)
-    measured = tuning.measured_keys(database)
+    measured = {(m["workload"], _config(m["config"])) for m in tuning.read_history(args.tuning_dir)}
 
     functions, manifest = {}, {"prefix": PREFIX, "tasks": []}
     for t, (task, flops) in enumerate(chosen):
         func = task.dispatched[0]["main"]
-        workload = tvm_ffi.structural_hash(task.dispatched[0])
+        workload = tuning.workload_key(task.dispatched[0])
         entry = {"task": task.task_name, "flops": flops, "calls": task.weight,
                  "args": tuning.argument_specs(func), "candidates": []}
-        seen = set()
+        entry["workload"] = workload
         for config in [None] + tuning.proposal_order(task.task_name):
             if len(entry["candidates"]) >= args.trials + (config is None):
                 break
+            if (workload, config) in measured:
+                continue
             sch = tuning.schedule_for(func, target, config)
             if sch is None:
                 continue
-            key = tuning.trace_key(sch.trace)
-            if (workload, key) in measured or key in seen:
-                continue
-            seen.add(key)
             name = f"t{t}_c{len(entry['candidates'])}"
             functions[name] = sch.mod["main"].with_attr("global_symbol", name)
             entry["candidates"].append({"function": name, "config": config})
@@ -98,8 +94,6 @@ def propose(paths, args) -> None:
 
 
 def record(paths, args) -> None:
-    import tvm
-    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
     from lib import tuning
@@ -109,37 +103,50 @@ def record(paths, args) -> None:
         if not p.exists():
             raise StageError(f"missing {p}: run `make tune-propose` and then `make tune-measure` first")
     manifest, measured = json.loads(manifest_path.read_text()), json.loads(measured_path.read_text())
-    times = {c["function"]: c for c in measured["candidates"]}
+    results = {r["function"]: r for r in measured["candidates"]}
     target, chosen, _ = tasks_of(paths, args)
     by_name = {task.task_name: task for task, _ in chosen}
-    database = tuning.open_database(args.tuning_dir, create=True)
 
-    recorded = improved = 0
+    history = tuning.read_history(args.tuning_dir)
+    new = []
     for entry in manifest["tasks"]:
-        task = by_name.get(entry["task"])
-        if task is None:
+        if entry["task"] not in by_name:
             raise StageError(f"{manifest_path} names kernel {entry['task']}, which {paths.lowered} does not have; "
                              f"the model changed since propose: run `make tune` again")
-        func = task.dispatched[0]["main"]
-        workload = database.commit_workload(task.dispatched[0])
-        before = database.get_top_k(workload, 1)
-        best_before = float(before[0].run_secs[0]) if before else None
+        workload = tuning.workload_key(by_name[entry["task"]].dispatched[0])
         for cand in entry["candidates"]:
-            result = times.get(cand["function"])
-            if result is None:
-                continue  # not measured (the run stopped early); proposed again next round
-            config = tuple(cand["config"]) if cand["config"] else None
-            sch = tuning.schedule_for(func, target, config)
-            seconds = result["ms"] / 1e3 if result.get("ms") is not None else FAILED_SECONDS
+            result = results.get(cand["function"])
+            if result is not None:  # (absent: not measured before the time budget ran out; proposed again)
+                new.append({"task": entry["task"], "workload": workload, "config": cand["config"],
+                            "ms": result.get("ms"), "error": result.get("error"), "gpu": measured.get("adapter")})
+    history += new
+
+    # The log keeps the fastest schedule of each kernel ever measured (MetaSchedule records) and a compact
+    # history of every measurement (so no configuration is proposed twice).
+    improved = []
+    with tuning.rewrite_database(args.tuning_dir) as database:
+        for name, task in by_name.items():
+            workload = tuning.workload_key(task.dispatched[0])
+            timed = [m for m in history if m["workload"] == workload and m["ms"] is not None]
+            if not timed:
+                continue
+            best = min(timed, key=lambda m: m["ms"])
+            previous = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
+            if previous and float(previous[0].run_secs[0]) * 1e3 <= best["ms"]:
+                continue
+            func = task.dispatched[0]["main"]
+            sch = tuning.schedule_for(func, target, _config(best["config"]))
             database.commit_tuning_record(ms.database.TuningRecord(
-                sch.trace, workload, run_secs=[seconds], target=target,
-                args_info=ms.arg_info.ArgInfo.from_prim_func(func)))
-            recorded += 1
-        after = database.get_top_k(workload, 1)
-        if after and (best_before is None or float(after[0].run_secs[0]) < best_before):
-            improved += 1
-    print(f"record: {recorded} measurements into {args.tuning_dir}; {improved} kernels got a new best "
-          f"(GPU: {measured.get('adapter', '?')})")
+                sch.trace, database.commit_workload(task.dispatched[0]), run_secs=[best["ms"] / 1e3],
+                target=target, args_info=ms.arg_info.ArgInfo.from_prim_func(func)))
+            improved.append(name)
+    tuning.write_history(args.tuning_dir, history)
+    print(f"record: {len(new)} measurements ({sum(m['ms'] is None for m in new)} failed) into {args.tuning_dir}; "
+          f"{len(improved)} kernels got a faster schedule (GPU: {measured.get('adapter', '?')})")
+
+
+def _config(value):
+    return tuple(value) if value else None
 
 
 def main():

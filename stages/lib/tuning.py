@@ -14,7 +14,7 @@ kernels (0 of 40 per kernel: one-or-two-workgroup grids with whole tensors cache
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import itertools
 import random
 
@@ -94,11 +94,6 @@ def schedule_for(func, target, config):
         return None
 
 
-def trace_key(trace) -> str:
-    """Identity of a schedule: a hash of its trace, decisions included."""
-    return hashlib.sha256(str(trace).encode()).hexdigest()[:16]
-
-
 def argument_specs(func) -> list[dict]:
     """Shape and dtype of each buffer argument, for the measuring script to allocate."""
     from tvm.s_tir import meta_schedule as ms
@@ -107,21 +102,54 @@ def argument_specs(func) -> list[dict]:
             for info in ms.arg_info.ArgInfo.from_prim_func(func)]
 
 
-def open_database(tuning_dir, *, create: bool):
-    from tvm.s_tir import meta_schedule as ms
-
-    if create:
-        tuning_dir.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(path_workload=str(tuning_dir / "database_workload.json"),
-                                    path_tuning_record=str(tuning_dir / "database_tuning_record.json"),
-                                    allow_missing=create)
+HISTORY = "measurements.json"
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 
 
-def measured_keys(database) -> set[str]:
-    """Trace keys of every record in the log, per workload: {(workload hash, trace key)}."""
+def workload_key(mod) -> str:
+    """A kernel's identity across runs and machines: the structural hash MetaSchedule keys workloads by."""
     import tvm_ffi
 
-    keys = set()
-    for record in database.get_all_tuning_records():
-        keys.add((tvm_ffi.structural_hash(record.workload.mod), trace_key(record.trace)))
-    return keys
+    return f"{tvm_ffi.structural_hash(mod) & (2**64 - 1):016x}"
+
+
+def read_history(tuning_dir) -> list[dict]:
+    import json
+
+    path = tuning_dir / HISTORY
+    return json.loads(path.read_text())["measurements"] if path.exists() else []
+
+
+def write_history(tuning_dir, history: list[dict]) -> None:
+    import json
+
+    from .cli import write_bytes_if_changed
+
+    lines = ",\n".join(json.dumps(m, sort_keys=True) for m in history)  # one measurement per line: diffable
+    write_bytes_if_changed(tuning_dir / HISTORY, ('{"measurements": [\n' + lines + "\n]}\n").encode())
+
+
+@contextlib.contextmanager
+def rewrite_database(tuning_dir):
+    """The tuning log's MetaSchedule database, to add records to; on exit it is rewritten with only the
+    fastest record per kernel (MetaSchedule's own pruning) and swapped in atomically."""
+    import tempfile
+    from pathlib import Path
+
+    from tvm.s_tir import meta_schedule as ms
+
+    from .cli import file_if_changed
+
+    tuning_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tuning_dir.parent) as tmp:
+        work = Path(tmp)
+        for name in DATABASE_FILES:
+            (work / name).write_bytes((tuning_dir / name).read_bytes() if (tuning_dir / name).exists() else b"")
+        database = ms.database.JSONDatabase(*(str(work / n) for n in DATABASE_FILES))
+        yield database
+        (work / "pruned").mkdir()
+        pruned = ms.database.JSONDatabase(*(str(work / "pruned" / n) for n in DATABASE_FILES))
+        database.dump_pruned(pruned)
+        for name in DATABASE_FILES:
+            with file_if_changed(tuning_dir / name) as out:
+                out.write_bytes((work / "pruned" / name).read_bytes())
