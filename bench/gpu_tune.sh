@@ -3,7 +3,7 @@
 # each given work dir (carried), and brings measured.json back through $OUT.
 #   bash bench/gpu_tune.sh build/tune/sd15/unet [more work dirs]
 # with .gpu, .bench (npm packages) and .tune carried: .tune/<work dir>/ holds candidates.json and the
-# xz-compressed candidates.wasm (bench/pack.sh --tune packs it; the wasm alone outgrows what the device carries).
+# xz-compressed candidates.wasm (bench/pack_tune.sh packs it; the wasm alone outgrows what the device carries).
 set -uo pipefail
 source bench/gpu_setup.sh
 budget=${TUNE_BUDGET_S:-500}
