@@ -291,9 +291,11 @@ FORCE:
 SUBMODULE    ?= unet
 TRIALS       ?= 16
 TUNE_VARIANT ?= $(MODEL)-random
-TUNE_WORK    := build/tune/$(MODEL)/$(SUBMODULE)
+TUNE_FLAGS   ?=
+TUNE_MEASURE_FLAGS ?=
+TUNE_WORK    ?= build/tune/$(MODEL)/$(SUBMODULE)
 TUNE_SEARCH   = $(PY) stages/tune_search.py --variant-dir $(ARTIFACTS)/$(TUNE_VARIANT) --submodule $(SUBMODULE) \
-                  $1 --tuning-dir $(TUNING)/$(MODEL)/$(SUBMODULE) --work-dir $(TUNE_WORK)
+                  $1 --tuning-dir $(TUNING)/$(MODEL)/$(SUBMODULE) --work-dir $(TUNE_WORK) $(TUNE_FLAGS)
 .PHONY: tune tune-propose tune-measure tune-record
 tune: ## tune kernels on this machine's GPU: MODEL=sd15 SUBMODULE=unet TRIALS=16 (one round; rerun to continue)
 	$(Q)$(MAKE) --no-print-directory tune-propose
@@ -306,7 +308,7 @@ tune-propose: $(RUNTIME_FILES) | $(SETUP)
 
 tune-measure: | $(SETUP)
 	$(call say,TUNE-MEASURE,$(TUNE_WORK))
-	$(Q)node stages/tune_measure.mjs --work-dir $(TUNE_WORK)
+	$(Q)$(GPU_ENV) node stages/tune_measure.mjs --work-dir $(TUNE_WORK) $(TUNE_MEASURE_FLAGS)
 
 tune-record: | $(SETUP)
 	$(call say,TUNE-RECORD,$(TUNING)/$(MODEL)/$(SUBMODULE))
