@@ -49,7 +49,8 @@ def propose(paths, args) -> None:
 
     start = time.time()
     target, chosen, covered = tasks_of(paths, args)
-    measured = {(m["workload"], _config(m["config"])) for m in tuning.read_history(args.tuning_dir)}
+    history = tuning.read_history(args.tuning_dir)
+    measured = {(m["workload"], tuning.normalize(m["config"])) for m in history}
 
     functions, manifest = {}, {"prefix": PREFIX, "tasks": []}
     for t, (task, flops) in enumerate(chosen):
@@ -58,8 +59,10 @@ def propose(paths, args) -> None:
         entry = {"task": task.task_name, "flops": flops, "calls": task.weight,
                  "args": tuning.argument_specs(func), "candidates": []}
         entry["workload"] = workload
-        for config in [None] + tuning.proposal_order(task.task_name):
-            if len(entry["candidates"]) >= args.trials + (config is None):
+        fastest = sorted((m for m in history if m["workload"] == workload and m["ms"] is not None and m["config"]),
+                         key=lambda m: m["ms"])[:4]
+        for config in [None] + tuning.proposal_order(task.task_name, [tuning.normalize(m["config"]) for m in fastest]):
+            if config is not None and sum(c["config"] is not None for c in entry["candidates"]) >= args.trials:
                 break
             if (workload, config) in measured:
                 continue
@@ -78,9 +81,11 @@ def propose(paths, args) -> None:
           flush=True)
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    module = tvm.IRModule(functions).with_attr("system_lib_prefix", PREFIX)
-    with tvm.transform.PassContext(opt_level=3):
-        library = tvm.tirx.build(module, target=target)
+    library, rejected = build_dropping_failures(functions, target)
+    for entry in manifest["tasks"]:
+        entry["candidates"] = [c for c in entry["candidates"] if c["function"] not in rejected]
+    if rejected:
+        print(f"propose: TVM could not compile {len(rejected)} candidates (dropped)", flush=True)
     raw = args.work_dir / "candidates.raw.tar"
     library.export_library(str(raw))
     tar = args.work_dir / "candidates.tar"
@@ -91,6 +96,34 @@ def propose(paths, args) -> None:
     write_bytes_if_changed(args.work_dir / "candidates.json", json.dumps(manifest, indent=1).encode())
     print(f"propose: {args.work_dir}/candidates.wasm + candidates.json in {time.time() - start:.0f}s; "
           f"measure them with stages/tune_measure.mjs on the GPU")
+
+
+def build_dropping_failures(functions: dict, target):
+    """Compiles the candidates as one library; when TVM rejects some (it fails on a few vectorised tiles),
+    finds them by bisection and leaves them out. Returns (library, names of the rejected)."""
+    import tvm
+
+    def build(names):
+        module = tvm.IRModule({n: functions[n] for n in names}).with_attr("system_lib_prefix", PREFIX)
+        with tvm.transform.PassContext(opt_level=3):
+            return tvm.tirx.build(module, target=target)
+
+    def failing(names):
+        try:
+            build(names)
+            return []
+        except Exception:  # noqa: BLE001 - any compile error marks the candidate
+            if len(names) == 1:
+                return names
+            half = len(names) // 2
+            return failing(names[:half]) + failing(names[half:])
+
+    names = sorted(functions)
+    try:
+        return build(names), set()
+    except Exception:  # noqa: BLE001
+        rejected = set(failing(names))
+        return build([n for n in names if n not in rejected]), rejected
 
 
 def record(paths, args) -> None:
@@ -135,7 +168,7 @@ def record(paths, args) -> None:
             if previous and float(previous[0].run_secs[0]) * 1e3 <= best["ms"]:
                 continue
             func = task.dispatched[0]["main"]
-            sch = tuning.schedule_for(func, target, _config(best["config"]))
+            sch = tuning.schedule_for(func, target, tuning.normalize(best["config"]))
             database.commit_tuning_record(ms.database.TuningRecord(
                 sch.trace, database.commit_workload(task.dispatched[0]), run_secs=[best["ms"] / 1e3],
                 target=target, args_info=ms.arg_info.ArgInfo.from_prim_func(func)))
@@ -143,10 +176,6 @@ def record(paths, args) -> None:
     tuning.write_history(args.tuning_dir, history)
     print(f"record: {len(new)} measurements ({sum(m['ms'] is None for m in new)} failed) into {args.tuning_dir}; "
           f"{len(improved)} kernels got a faster schedule (GPU: {measured.get('adapter', '?')})")
-
-
-def _config(value):
-    return tuple(value) if value else None
 
 
 def main():

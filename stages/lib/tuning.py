@@ -25,24 +25,33 @@ MAX_WORKGROUP_BYTES = 16384
 
 
 def tile_space() -> list[tuple]:
-    """Every tile configuration of the template: (threads x, threads y, micro x, micro y, K step, unroll),
-    in a fixed order."""
+    """Every tile configuration of the template: (threads x, threads y, micro x, micro y, K step, unroll,
+    vector width of the loads into workgroup memory), in a fixed order."""
     space = []
-    for tx, ty, mx, my, k, unroll in itertools.product((4, 8, 16, 32), (4, 8, 16, 32), (2, 4, 8), (2, 4, 8),
-                                                        (8, 16, 32), (16, 256)):
+    for tx, ty, mx, my, k, unroll, vector in itertools.product((4, 8, 16, 32), (4, 8, 16, 32), (2, 4, 8), (2, 4, 8),
+                                                                (8, 16, 32), (16, 256), (1, 2, 4)):
         threads, accumulators = tx * ty, mx * my
         shared_bytes = (tx * mx + ty * my) * k * 4
         if 64 <= threads <= MAX_THREADS and 4 <= accumulators <= 32 and shared_bytes <= MAX_WORKGROUP_BYTES:
-            space.append((tx, ty, mx, my, k, unroll))
+            space.append((tx, ty, mx, my, k, unroll, vector))
     return space
 
 
-def proposal_order(task_name: str) -> list[tuple]:
-    """The tile space in a per-kernel random order that is the same in every round, so successive rounds
-    walk through it instead of drawing the same configurations again."""
+def normalize(config) -> tuple | None:
+    """A configuration from the log as a tuple; the first rounds' 6-element ones loaded scalars (width 1)."""
+    if not config:
+        return None
+    return tuple(config) + (1,) * (7 - len(config))
+
+
+def proposal_order(task_name: str, best: list[tuple]) -> list[tuple]:
+    """The order in which a kernel's configurations are proposed: first the other load widths of its fastest
+    configurations so far (`best`), then the whole space in a per-kernel random order that is the same in every
+    round, so successive rounds walk through it instead of drawing the same configurations again."""
     order = tile_space()
     random.Random(task_name).shuffle(order)
-    return order
+    near = [c[:6] + (vector,) for c in best for vector in (1, 2, 4) if c[:6] + (vector,) != c]
+    return near + order
 
 
 def heavy_tasks(mod, target, coverage: float, max_tasks: int):
@@ -82,9 +91,9 @@ def schedule_for(func, target, config):
 
     class TiledMatmul(dl.gpu.Matmul):
         def get_configs(self, target):
-            tx, ty, mx, my, k, unroll = config
+            tx, ty, mx, my, k, unroll, vector = normalize(config)
             return dl.gpu.Matmul.Config(block_size_x=tx, block_size_y=ty, vthread_x=1, vthread_y=1,
-                                        micro_size_x=mx, micro_size_y=my, micro_size_k=k, vector_size=1,
+                                        micro_size_x=mx, micro_size_y=my, micro_size_k=k, vector_size=vector,
                                         unroll=unroll, use_shared=True, storage_align=True, inner_x=False)
 
     try:
