@@ -72,7 +72,9 @@ async function main() {
   const gpu = create(["disable-dawn-features=timestamp_quantization"]);
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new Error("no WebGPU adapter: tuning measures on a GPU (see README, Tuning)");
-  if (/swiftshader/i.test(JSON.stringify(adapter.info ?? {})) && !opt["allow-cpu-adapter"]) {
+  const info = adapter.info ?? {};
+  const adapterName = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
+  if (/swiftshader/i.test(adapterName) && !opt["allow-cpu-adapter"]) {
     throw new Error("the adapter is SwiftShader, a CPU: its timings say nothing about a GPU; tune on a machine " +
                     "with one (--allow-cpu-adapter to try the mechanics anyway)");
   }
@@ -87,8 +89,6 @@ async function main() {
   const profiler = installProfiler(device);
   const handle = await instantiateLibrary(wasm, device, { logger: () => {} });
   const { tvm } = handle;
-  const info = adapter.info ?? {};
-  const adapterName = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
   console.log(`tune-measure: ${adapterName}`);
 
   const library = tvm.withNewScope(() => tvm.detachFromCurrentScope(tvm.getGlobalFunc("ffi.SystemLib")(manifest.prefix)));
