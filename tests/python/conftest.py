@@ -196,6 +196,7 @@ def tiny_build(tree, tmp_path_factory) -> Build:
     """`make sd15 WEIGHTS=tiny`, once per session. Tests must not change it: use `build_copy` for that."""
     keep = os.environ.get("WEBSD_TEST_ARTIFACTS")
     artifacts = Path(keep).resolve() if keep else tmp_path_factory.mktemp("artifacts")
+    artifacts.mkdir(parents=True, exist_ok=True)
     tuning = artifacts.parent / f"{artifacts.name}-tuning"  # empty: no tuned kernels
     tuning.mkdir(parents=True, exist_ok=True)
     # TVM's web runtime depends on the TVM version only: start from the repository's copy when there is one
