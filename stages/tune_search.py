@@ -27,7 +27,6 @@ from lib.cli import StageError, paths_from, run_stage, stage_parser, write_bytes
 from lib.relax_io import load_module  # noqa: E402
 
 PREFIX = "tune_candidates_"  # system-library prefix of candidates.wasm (TVM needs 8+ characters)
-FAILED_SECONDS = 1e10  # MetaSchedule's run time for a candidate that failed to build or run
 
 
 def tasks_of(paths, args):
@@ -41,8 +40,6 @@ def tasks_of(paths, args):
 
 
 def propose(paths, args) -> None:
-    import tvm
-
     from lib import tuning
     from lib.wasm_link import link_wasm
     from export_lib import deterministic_tar
@@ -82,7 +79,8 @@ def propose(paths, args) -> None:
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     library, rejected = build_dropping_failures(functions, target)
-    for entry in manifest["tasks"]:
+    for entry in manifest["tasks"]:  # (recorded as failures, so that no later round proposes them again)
+        entry["rejected"] = [c["config"] for c in entry["candidates"] if c["function"] in rejected]
         entry["candidates"] = [c for c in entry["candidates"] if c["function"] not in rejected]
     if rejected:
         print(f"propose: TVM could not compile {len(rejected)} candidates (dropped)", flush=True)
@@ -152,6 +150,9 @@ def record(paths, args) -> None:
             if result is not None:  # (absent: not measured before the time budget ran out; proposed again)
                 new.append({"task": entry["task"], "workload": workload, "config": cand["config"],
                             "ms": result.get("ms"), "error": result.get("error"), "gpu": measured.get("adapter")})
+        for config in entry.get("rejected", []):
+            new.append({"task": entry["task"], "workload": workload, "config": config, "ms": None,
+                        "error": "TVM could not compile it", "gpu": None})
     history += new
 
     # The log keeps the fastest schedule of each kernel ever measured (MetaSchedule records) and a compact
@@ -174,6 +175,8 @@ def record(paths, args) -> None:
                 target=target, args_info=ms.arg_info.ArgInfo.from_prim_func(func)))
             improved.append(name)
     tuning.write_history(args.tuning_dir, history)
+    # Recorded once: a second `make tune-record` of the same measurements would count them twice.
+    measured_path.replace(measured_path.with_name("measured.recorded.json"))
     print(f"record: {len(new)} measurements ({sum(m['ms'] is None for m in new)} failed) into {args.tuning_dir}; "
           f"{len(improved)} kernels got a faster schedule (GPU: {measured.get('adapter', '?')})")
 

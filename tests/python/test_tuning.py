@@ -52,6 +52,9 @@ def test_two_tuning_rounds_then_the_build_applies_the_log(build_copy, tmp_path):
     measured2 = history(tuning)
     assert measured2[:2] == measured and len(measured2) == 3  # resumed: one new configuration, nothing repeated
     assert measured2[2]["config"] not in [m["config"] for m in measured]
+    again = tune(build, tuning, work, "tune-record")  # the same measurements are recorded once
+    assert again.returncode != 0 and "tune-measure" in again.stderr
+    assert history(tuning) == measured2
 
     # The next build applies the log: only the UNet's schedule changes (the minute-long link that follows is
     # held back with `make -o`; test_build_incremental.py shows it is due).
