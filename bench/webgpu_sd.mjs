@@ -17,6 +17,7 @@ import { create, globals } from "webgpu";
 
 import { installProfiler } from "./kernel_profile.js";
 import { loadModel } from "../web/runtime/load.js";
+import { libraryDtypes } from "../web/runtime/params.js";
 import { toGPU } from "../web/runtime/tvm.js";
 
 const { values: opt } = parseArgs({
@@ -38,9 +39,10 @@ function randomParams(handle, cache) {
   const uniform = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32);
   const tensors = [];
   const records = new Map(cache.records.flatMap((shard) => shard.records.map((r) => [r.name, r])));
-  cache.metadata.param_names.forEach((name, i) => {
+  const dtypes = libraryDtypes(cache, "tensor-cache.json"); // what the library takes, not how it is stored
+  for (const name of cache.metadata.param_names) {
     const rec = records.get(name);
-    const dtype = cache.metadata.param_dtypes?.[i] ?? rec.dtype; // what the library takes, not how it is stored
+    const dtype = dtypes.get(name);
     const count = rec.shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(count);
     if (rec.shape.length === 1) data.fill(/norm.*weight/.test(name) ? 1 : 0);
@@ -48,7 +50,7 @@ function randomParams(handle, cache) {
     if (dtype !== "float32") throw new Error(`random weights: ${name} is ${dtype}`);
     const { tvm } = handle;
     tensors.push(tvm.withNewScope(() => tvm.detachFromCurrentScope(toGPU(handle, data, rec.shape))));
-  });
+  }
   return tensors;
 }
 

@@ -7,8 +7,8 @@
 // skipping complete cached copies, so a retry resumes where a failure stopped [files, download, file];
 // then web/runtime/load.js from the cache, each file verified again [init].
 
-import { AbortedError, DeviceLimitError, FormatError } from "../runtime/errors.js";
-import { checkManifest, loadModel, modelFiles, requestDevice } from "../runtime/load.js";
+import { AbortedError, DeviceLimitError } from "../runtime/errors.js";
+import { checkManifest, loadModel, modelFiles, parseJSON, requestDevice } from "../runtime/load.js";
 import { gpuTensorBytes } from "../runtime/params.js";
 import { encodePNG } from "../runtime/png.js";
 import { availableSteps } from "../runtime/schedulers/index.js";
@@ -16,7 +16,6 @@ import { AssetStore, fileLabel } from "./cache.js";
 import { serve } from "./protocol.js";
 
 const PARALLEL_DOWNLOADS = 3;
-const decoder = new TextDecoder();
 
 let current = null; // { modelUrl, model, info }
 let lostError = null; // the DeviceLostError once the GPU device is gone
@@ -33,14 +32,6 @@ const describeAdapter = (adapter) => ({
   fallback: Boolean(adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter),
   limits: { maxBufferSize: adapter.limits.maxBufferSize, maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize },
 });
-
-function parseJSON(bytes, name) {
-  try {
-    return JSON.parse(decoder.decode(bytes));
-  } catch (err) {
-    throw new FormatError(`${name} is not valid JSON (${err.message}).`);
-  }
-}
 
 // The manifest names the current files, so it comes from the network; the cached copy serves offline visits.
 async function fetchManifest(store, url, signal) {

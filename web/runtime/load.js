@@ -16,7 +16,8 @@ export const MANIFEST_FORMAT = "websd-model";
 export const MANIFEST_VERSION = 1;
 
 const decoder = new TextDecoder();
-const parseJSON = (bytes, url) => {
+/** `bytes` (UTF-8 JSON) parsed; a FormatError naming `url` if they are not JSON. */
+export const parseJSON = (bytes, url) => {
   try {
     return JSON.parse(decoder.decode(bytes));
   } catch (err) {
