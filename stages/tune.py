@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lib.cli import StageError, log_stage, paths_from, run_stage, stage_parser, write_provenance  # noqa: E402
+from lib.pipeline import DATABASE_FILES  # noqa: E402
 from lib.relax_io import load_module, save_module  # noqa: E402
 
-DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 
 
 def main():

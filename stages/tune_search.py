@@ -165,13 +165,14 @@ def record(paths, args) -> None:
             if not timed:
                 continue
             best = min(timed, key=lambda m: m["ms"])
-            previous = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
+            committed = database.commit_workload(task.dispatched[0])
+            previous = database.get_top_k(committed, 1)
             if previous and float(previous[0].run_secs[0]) * 1e3 <= best["ms"]:
                 continue
             func = task.dispatched[0]["main"]
             sch = tuning.schedule_for(func, target, tuning.normalize(best["config"]))
             database.commit_tuning_record(ms.database.TuningRecord(
-                sch.trace, database.commit_workload(task.dispatched[0]), run_secs=[best["ms"] / 1e3],
+                sch.trace, committed, run_secs=[best["ms"] / 1e3],
                 target=target, args_info=ms.arg_info.ArgInfo.from_prim_func(func)))
             improved.append(name)
     tuning.write_history(args.tuning_dir, history)

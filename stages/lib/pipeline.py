@@ -48,20 +48,19 @@ def legalize_and_fuse():
     ]
 
 
+# A tuning log (artifacts/tuning/<model>/<submodule>/) is this MetaSchedule JSON database, the pair of files.
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
 def schedule(target, database_dir: Path | None):
     """MetaSchedule records first (tuned kernels), then TVM's default GPU schedules for the rest."""
-    import tvm
     from tvm.s_tir import dlight as dl
 
     passes = []
     if database_dir is not None:
         from tvm.s_tir import meta_schedule as ms
 
-        database = ms.database.JSONDatabase(
-            path_workload=str(database_dir / "database_workload.json"),
-            path_tuning_record=str(database_dir / "database_tuning_record.json"),
-            allow_missing=False,
-        )
+        database = ms.database.JSONDatabase(*(str(database_dir / f) for f in DATABASE_FILES), allow_missing=False)
         passes.append(_apply_database(database))
     if "gpu" in target.keys:
         from .schedules import default_rules

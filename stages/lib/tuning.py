@@ -55,9 +55,8 @@ def proposal_order(task_name: str, best: list[tuple]) -> list[tuple]:
 
 
 def heavy_tasks(mod, target, coverage: float, max_tasks: int):
-    """The kernels worth tuning: MetaSchedule's extracted tasks with a reduction, by FLOPs x calls, heaviest
-    first, until `coverage` of the submodule's FLOPs or `max_tasks`. Returns ([(task, flops_per_call)],
-    covered fraction)."""
+    """The kernels worth tuning: MetaSchedule's extracted tasks by FLOPs x calls, heaviest first, until
+    `coverage` of the submodule's FLOPs or `max_tasks`. Returns ([(task, flops_per_call)], covered fraction)."""
     import tvm.s_tir
     from tvm.s_tir import meta_schedule as ms
 
@@ -112,7 +111,6 @@ def argument_specs(func) -> list[dict]:
 
 
 HISTORY = "measurements.json"
-DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 
 
 def workload_key(mod) -> str:
@@ -148,6 +146,7 @@ def rewrite_database(tuning_dir):
     from tvm.s_tir import meta_schedule as ms
 
     from .cli import file_if_changed
+    from .pipeline import DATABASE_FILES
 
     tuning_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tuning_dir.parent) as tmp:
