@@ -4,6 +4,8 @@
 
 Runs the target-independent phases of stages/lib/pipeline.py. The parameter transform that phase "lift"
 splits off (`<function>_transform_params`) is written on its own, for dump-params to apply to the weights.
+The one that phase "load-time" splits off stays in the library as `<function>_prepare`: the runtime runs it
+once after loading the weights, and the function then takes what it returns.
 """
 
 from __future__ import annotations
@@ -18,11 +20,42 @@ from lib.cli import log_stage, paths_from, run_stage, stage_parser, write_proven
 from lib.relax_io import load_module, save_module  # noqa: E402
 
 TRANSFORM_SUFFIX = "_transform_params"
+PREPARE_SUFFIX = "_prepare"
 
 
 def struct_of(var) -> dict:
     ty = var.ty
     return {"name": var.name, "shape": [int(d) for d in ty.shape], "dtype": str(ty.dtype)}
+
+
+def _computes(func) -> bool:
+    """Whether a Relax function calls anything (a lifted transform that only regroups its input does not)."""
+    from tvm import relax
+
+    calls = []
+    relax.analysis.post_order_visit(func.body, lambda e: calls.append(e) if isinstance(e, relax.Call) else None)
+    return bool(calls)
+
+
+def split_prepare(mod):
+    """-> the second lift's output as an IRModule with `<name>_transform_params` renamed `<name>_prepare`, and
+    the names of those. The lift gives every function with weights a transform; one that only passes the
+    weights through is dropped (its function then takes the stored weights as they are)."""
+    import tvm
+    from tvm import relax
+
+    kept, prepare_names = {}, []
+    for gvar, func in mod.functions_items():
+        name = gvar.name_hint
+        if not name.endswith(TRANSFORM_SUFFIX):
+            kept[gvar] = func  # the same GlobalVar objects: calls refer to them
+            continue
+        if not _computes(func):
+            continue
+        prepare = name[: -len(TRANSFORM_SUFFIX)] + PREPARE_SUFFIX
+        kept[tvm.ir.GlobalVar(prepare)] = func.with_attr("global_symbol", prepare)
+        prepare_names.append(prepare)
+    return tvm.IRModule(kept), prepare_names
 
 
 def main():
@@ -45,21 +78,28 @@ def main():
     for gvar, func in mod.functions_items():
         name = gvar.name_hint
         (transform_funcs if name.endswith(TRANSFORM_SUFFIX) else model_funcs)[name] = func
-    lowered = pipeline.run_phases(tvm.IRModule(model_funcs), [("legalize-fuse", phases["legalize-fuse"])],
-                                  dump_dir=args.dump_ir)
+    stored_params = {name: list(func.params) for name, func in model_funcs.items()}
+    lifted = pipeline.run_phases(tvm.IRModule(model_funcs), [("load-time", phases["load-time"])],
+                                 dump_dir=args.dump_ir)
+    lifted, prepare_names = split_prepare(lifted)
+    lowered = pipeline.run_phases(lifted, [("legalize-fuse", phases["legalize-fuse"])], dump_dir=args.dump_ir)
 
     lowered_meta = {"family": meta["family"], "submodule": meta["submodule"], "functions": {}}
     for name, fmeta in meta["functions"].items():
-        func = model_funcs[name]
         num_inputs = len(fmeta["inputs"])
-        weights = [struct_of(v) for v in list(func.params)[num_inputs:]]
+        weights = [struct_of(v) for v in stored_params[name][num_inputs:]]
         has_transform = f"{name}{TRANSFORM_SUFFIX}" in transform_funcs
         assert has_transform or not weights, name
+        prepare = f"{name}{PREPARE_SUFFIX}" if f"{name}{PREPARE_SUFFIX}" in prepare_names else None
         lowered_meta["functions"][name] = {
             "inputs": fmeta["inputs"],
             "source_params": fmeta["params"],  # what <name>_transform_params takes, in order
-            "params": weights,  # what the compiled function takes after its inputs, in order
+            "params": weights,  # the stored weights, in order: what <name>_prepare or else <name> takes
             "transform": f"{name}{TRANSFORM_SUFFIX}" if has_transform else None,
+            "prepare": prepare,
+            # what the compiled function takes after its inputs: <name>_prepare's results, or the weights
+            "prepared_params": ([struct_of(v) for v in list(lifted[name].params)[num_inputs:]]
+                                if prepare else weights),
         }
     wrote = save_module(paths.lowered, lowered, lowered_meta)
     save_module(paths.transform_params, tvm.IRModule(transform_funcs), lowered_meta)

@@ -45,7 +45,10 @@ def main():
             raise StageError(f"missing {p.lowered}; it is made by `{make}`")
         record = {
             "prefix": fam.system_lib_prefix(sub.name),
-            "functions": {name: {"inputs": f["inputs"], "num_params": len(f["params"])}
+            # num_params: the stored weights; prepare: the library function that turns them into what the
+            # function takes (run once after loading), where there is one.
+            "functions": {name: {"inputs": f["inputs"], "num_params": len(f["params"]),
+                                 **({"prepare": f["prepare"]} if f.get("prepare") else {})}
                           for name, f in meta["functions"].items()},
         }
         if sub.folder:

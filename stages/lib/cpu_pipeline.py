@@ -19,7 +19,7 @@ from .cli import ArtifactPaths, StageError
 from .models import family
 from .noise import gaussian_noise
 from .schedulers import FILES, f32, load_scheduler
-from .tensor_cache import load_params
+from .tensor_cache import load_params, prepare_params
 
 MAX_LENGTH = 77
 
@@ -41,7 +41,9 @@ class CompiledPipeline:
             self.vms[sub.name] = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
             if sub.folder:
                 # Widened to the library's dtypes as web/runtime/params.js does: the same float32 values.
-                self.params[sub.name], _ = load_params(p.params_dir, tvm.cpu())
+                stored, _ = load_params(p.params_dir, tvm.cpu())
+                lowered_meta = json.loads(p.lowered.read_text())["meta"]
+                self.params[sub.name] = prepare_params(self.vms[sub.name], lowered_meta, stored)
         self.tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
         self.tvm = tvm
 

@@ -1,8 +1,9 @@
 """The one Relax compilation pipeline, phase by phase (after mlc-llm's compiler_pass/pipeline.py).
 
-    transform stage (target-independent):  1 canonicalize -> 2 lift parameter transforms -> 3 legalize and fuse
-    tune stage (per target):                4 schedule (MetaSchedule database, then dlight for the rest)
-    export-lib stage (per target):          5 lower dataflow -> 6 finalize (memory planning, VM lowering)
+    transform stage (target-independent):  1 canonicalize -> 2 lift parameter transforms (build time)
+                                           -> 3 rewrites with load-time weight work -> 4 legalize and fuse
+    tune stage (per target):                5 schedule (MetaSchedule database, then dlight for the rest)
+    export-lib stage (per target):          6 lower dataflow -> 7 finalize (memory planning, VM lowering)
 
 Each phase is a named list of TVM passes; `run_phases` applies a slice of them and can dump the module
 after each phase (`--dump-ir DIR`), so a reader sees what every phase did. Custom passes would live one per
@@ -34,6 +35,16 @@ def lift_parameter_transforms():
     # `<function>_transform_params`, which dump-params runs once on the CPU at build time.
     T = _transform()
     return [T.LiftTransformParams(), T.FoldConstant()]
+
+
+def load_time_weight_transforms():
+    # Rewrites that add weight-only work which must not be stored: Winograd's transformed weights are 4x the
+    # weights. A second lift moves that work into `<function>_transform_params` again; transform.py keeps it
+    # in the library as `<function>_prepare`, which the runtime runs once on the GPU after loading weights.
+    from .passes.winograd_conv2d import WinogradConv2d
+
+    T = _transform()
+    return [WinogradConv2d, T.LiftTransformParams()]
 
 
 def legalize_and_fuse():
@@ -100,7 +111,7 @@ def finalize():
 
 
 TRANSFORM_PHASES = [("canonicalize", canonicalize), ("lift", lift_parameter_transforms),
-                    ("legalize-fuse", legalize_and_fuse)]
+                    ("load-time", load_time_weight_transforms), ("legalize-fuse", legalize_and_fuse)]
 EXPORT_PHASES = [("lower-dataflow", lower_dataflow), ("finalize", finalize)]
 
 

@@ -6,7 +6,8 @@ metadata names per parameter (`param_dtypes`, in `param_names` order). Each reco
 stored in. Widening float16 -> float32 is exact, so all runtimes (this module for the CPU pipeline and the
 tests, web/runtime/params.js for WebGPU) hand the library bit-identical weights.
 
-    tensors, meta = load_params(paths.params_dir, tvm.cpu())   # in the order the compiled function takes them
+    tensors, meta = load_params(paths.params_dir, tvm.cpu())   # in the order the stored weights are listed
+    tensors = prepare_params(vm, lowered_meta, tensors)        # as the compiled function takes them
 """
 
 from __future__ import annotations
@@ -84,3 +85,13 @@ def load_params(params_dir: Path, device):
     if missing:
         raise StageError(f"{cache_json}: no tensor named {missing[0]} ({len(missing)} missing)")
     return [tensors[n] for n in meta["param_names"]], meta
+
+
+def prepare_params(vm, lowered_meta: dict, stored: list) -> list:
+    """The weights as the library's weighted function takes them: through its load-time transform
+    (`<function>_prepare`, named in the lowered module's metadata) where it has one, as
+    web/runtime/tvm.js's prepareParams does on the GPU."""
+    for fmeta in lowered_meta["functions"].values():
+        if fmeta["params"] and fmeta.get("prepare"):
+            return list(vm[fmeta["prepare"]](stored))
+    return stored

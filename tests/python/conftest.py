@@ -139,23 +139,25 @@ def stored_weights(module, cache_meta: dict):
 
 
 class Compiled:
-    """One submodule's CPU library and tensor cache, loaded as CompiledPipeline loads them; calling a function
-    appends the weights (in the cache's param_names order) after the inputs."""
+    """One submodule's CPU library and tensor cache, loaded as CompiledPipeline loads them (`stored`: in the
+    cache's param_names order; `params`: through the library's load-time transform, where it has one); calling
+    a function appends `params` after the inputs."""
 
     def __init__(self, variant_dir: Path, submodule: str):
         import tvm
         from tvm import relax
 
         from lib.cli import ArtifactPaths
-        from lib.tensor_cache import load_params
+        from lib.tensor_cache import load_params, prepare_params
 
         self.tvm = tvm
         paths = ArtifactPaths(Path(variant_dir), submodule)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(paths.lib("cpu"))), tvm.cpu())
         self.meta = json.loads(paths.lowered.read_text())["meta"]
-        self.params, self.cache_meta = [], None
+        self.params, self.cache_meta, self.stored = [], None, []
         if submodule in WEIGHTED:
-            self.params, self.cache_meta = load_params(paths.params_dir, tvm.cpu())
+            self.stored, self.cache_meta = load_params(paths.params_dir, tvm.cpu())
+            self.params = prepare_params(self.vm, self.meta, self.stored)
 
     def __call__(self, function: str, *inputs) -> np.ndarray:
         # np.asarray, not np.ascontiguousarray: that one turns the 0-d timestep and guidance into 1-d.

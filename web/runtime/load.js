@@ -10,7 +10,7 @@ import { verify } from "./integrity.js";
 import { checkTensorCache, loadTensorCache } from "./params.js";
 import { StableDiffusion } from "./pipeline.js";
 import { loadTokenizer } from "./tokenizer.js";
-import { deviceLimits, instantiateLibrary, openVM } from "./tvm.js";
+import { deviceLimits, instantiateLibrary, openVM, prepareParams } from "./tvm.js";
 
 export const MANIFEST_FORMAT = "websd-model";
 export const MANIFEST_VERSION = 1;
@@ -147,9 +147,10 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
         throw new FormatError(`${cacheUrl} does not match the library: ${cache.metadata.param_names.length} tensors for ` +
           `${cache.metadata.function}, the library's ${fn} takes ${info.num_params}; rebuild the model`);
       }
-      params[sub] = makeParams
+      const stored = makeParams
         ? await makeParams(handle, cache, cacheUrl)
         : await loadTensorCache(handle, cache, cacheUrl, (url, o) => fetchVerified(url, { ...o, kind: "weights" }));
+      params[sub] = info.prepare ? prepareParams(handle, vms[sub], info.prepare, stored) : stored;
     }
   } catch (err) {
     for (const list of Object.values(params)) for (const t of list) t.dispose();

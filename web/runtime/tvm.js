@@ -197,6 +197,25 @@ export function openVM(handle, prefix) {
   };
 }
 
+/**
+ * Runs a library's load-time weight transform (`<function>_prepare`, e.g. Winograd-transformed convolution
+ * weights, too large to download) on the stored weights and returns what the function takes instead, detached
+ * (the caller disposes them). The stored tensors are disposed: those passed through live on in the result.
+ */
+export function prepareParams(handle, vm, name, stored) {
+  const { tvm } = handle;
+  try {
+    return inScope(tvm, () => {
+      const out = vm.fn(name)(tvm.makeTVMArray(stored));
+      const prepared = [];
+      for (let i = 0; i < out.size(); i++) prepared.push(tvm.detachFromCurrentScope(out.get(i)));
+      return prepared;
+    });
+  } finally {
+    for (const t of stored) t.dispose();
+  }
+}
+
 const TYPED_ARRAYS = {
   float32: Float32Array,
   float64: Float64Array,
