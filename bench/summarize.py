@@ -16,6 +16,12 @@ import json
 from pathlib import Path
 
 
+# Kernel kinds by a word in the kernel's name, first match wins (Winograd's kernels also name the ops fused in).
+KINDS = [("winograd4_gemm", "winograd_gemm"), ("winograd2_gemm", "winograd_gemm"),
+         ("winograd", "winograd_transforms"), ("group_norm", "group_norm"), ("conv2d", "conv2d"),
+         ("matmul", "matmul"), ("softmax", "softmax"), ("layer_norm", "layer_norm")]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, required=True, help="folder holding webgpu-<variant>.json, gpu.txt")
@@ -35,7 +41,7 @@ def main():
     for k in webgpu.get("profile", []):
         if k["name"].startswith(("sd15_unet_",)):
             n = k["name"]
-            kind = next((w for w in ("group_norm", "conv2d", "matmul", "softmax", "layer_norm") if w in n), "other")
+            kind = next((kind for word, kind in KINDS if word in n), "other")
             by_kind[kind] += k["ms"] / 2  # the profile run has 2 steps
     result = {
         "date": datetime.date.today().isoformat(),
@@ -49,7 +55,8 @@ def main():
                                           "first_run_total_ms", "load_ms")},
         "webgpu_peak_gpu_memory_mib": peak,
         "unet_gpu_time_per_step_by_kernel_kind_ms": {k: round(v, 1) for k, v in by_kind.items()},
-        "torch": {k: torch[k] for k in ("unet_fp16_ms", "unet_fp32_ms")},
+        "torch": {k: torch[k] for k in ("unet_fp16_ms", "unet_fp32_ms", "unet_fp16_block_medians_ms",
+                                        "unet_fp32_block_medians_ms", "host_cpu") if k in torch},
         "unet_step_ratio_vs_torch_fp16": round(webgpu["unet_step_ms"] / torch["unet_fp16_ms"], 2),
         "unet_step_ratio_vs_torch_fp32": round(webgpu["unet_step_ms"] / torch["unet_fp32_ms"], 2),
         "top_kernels": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in x.items()}
