@@ -28,6 +28,34 @@ def struct_of(var) -> dict:
     return {"name": var.name, "shape": [int(d) for d in ty.shape], "dtype": str(ty.dtype)}
 
 
+def largest_tensor_bytes(mod) -> int:
+    """The largest tensor any Relax function of `mod` takes, makes or returns, in bytes: the GPU buffer size the
+    library needs (memory planning shares buffers between tensors but never makes one larger than its largest).
+    The attention scores, not any weight, are the largest at full size (16 x 4096 x 4096 float32 = 1 GiB)."""
+    import numpy as np
+    from tvm import relax
+
+    largest = 0
+
+    def visit(expr):
+        nonlocal largest
+        ty = getattr(expr, "ty", None)
+        if not isinstance(ty, relax.TensorType) or ty.shape is None or str(ty.dtype) == "void":
+            return
+        try:
+            count = int(np.prod([int(d) for d in ty.shape]))
+        except TypeError:  # a symbolic dimension: not in these models
+            return
+        largest = max(largest, count * np.dtype(str(ty.dtype)).itemsize)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            for param in func.params:
+                visit(param)
+            relax.analysis.post_order_visit(func.body, visit)
+    return largest
+
+
 def _computes(func) -> bool:
     """Whether a Relax function calls anything (a lifted transform that only regroups its input does not)."""
     from tvm import relax
@@ -84,7 +112,8 @@ def main():
     lifted, prepare_names = split_prepare(lifted)
     lowered = pipeline.run_phases(lifted, [("legalize-fuse", phases["legalize-fuse"])], dump_dir=args.dump_ir)
 
-    lowered_meta = {"family": meta["family"], "submodule": meta["submodule"], "functions": {}}
+    lowered_meta = {"family": meta["family"], "submodule": meta["submodule"], "functions": {},
+                    "largest_tensor_bytes": largest_tensor_bytes(lowered)}
     for name, fmeta in meta["functions"].items():
         num_inputs = len(fmeta["inputs"])
         weights = [struct_of(v) for v in stored_params[name][num_inputs:]]

@@ -45,6 +45,8 @@ def main():
             raise StageError(f"missing {p.lowered}; it is made by `{make}`")
         record = {
             "prefix": fam.system_lib_prefix(sub.name),
+            # the largest GPU buffer the library needs (weights, prepared weights or activations)
+            "largest_tensor_bytes": meta["largest_tensor_bytes"],
             # num_params: the stored weights; prepare: the library function that turns them into what the
             # function takes (run once after loading), where there is one.
             "functions": {name: {"inputs": f["inputs"], "num_params": len(f["params"]),

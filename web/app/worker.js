@@ -45,10 +45,12 @@ async function fetchManifest(store, url, signal) {
   }
 }
 
-// Weights beyond what the GPU can bind fail late and obscurely; say so before downloading them. Sizes on the
-// GPU, not in the shards: float16-stored weights are widened to float32 there.
-function checkBufferLimits(indexes, adapter) {
-  const largest = Math.max(...indexes.flatMap(({ cache, url }) => gpuTensorBytes(cache, url)));
+// Buffers beyond what the GPU can bind fail late and obscurely; say so before downloading the weights. Sizes on
+// the GPU, not in the shards: float16-stored weights are widened to float32 there, and the build records each
+// library's largest tensor (at full size the attention scores, 1 GiB, outgrow every weight).
+function checkBufferLimits(indexes, adapter, manifest) {
+  const largest = Math.max(...indexes.flatMap(({ cache, url }) => gpuTensorBytes(cache, url)),
+    ...Object.values(manifest.submodules).map((s) => s.largest_tensor_bytes ?? 0));
   const limit = Math.min(adapter.limits.maxBufferSize, adapter.limits.maxStorageBufferBindingSize);
   if (largest > limit) {
     const mb = (n) => `${Math.round(n / 2 ** 20)} MB`;
@@ -83,7 +85,7 @@ async function load({ modelUrl }, { id, progress }) {
         files.push({ url: new URL(shard.dataPath, file.url).href, sha256: shard.sha256, bytes: shard.nbytes, kind: "weights" });
       }
     }
-    checkBufferLimits(indexes, adapter);
+    checkBufferLimits(indexes, adapter, manifest);
 
     progress({ phase: "files", files: files.map((f) => ({ url: f.url, name: label(f.url), bytes: f.bytes, kind: f.kind })) });
     // A few downloads at a time; on a failure the others still finish (and stay cached), then it is reported.
