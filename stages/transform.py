@@ -102,11 +102,18 @@ def main():
     mod = pipeline.run_phases(traced, [("canonicalize", phases["canonicalize"]), ("lift", phases["lift"])],
                               dump_dir=args.dump_ir)
 
+    # Split by GlobalVar, not name: calls refer to the GlobalVar objects. Kernels go to both halves; each
+    # keeps those it calls.
     model_funcs, transform_funcs = {}, {}
     for gvar, func in mod.functions_items():
-        name = gvar.name_hint
-        (transform_funcs if name.endswith(TRANSFORM_SUFFIX) else model_funcs)[name] = func
-    stored_params = {name: list(func.params) for name, func in model_funcs.items()}
+        if isinstance(func, tvm.tirx.PrimFunc):
+            model_funcs[gvar] = transform_funcs[gvar] = func
+        else:
+            (transform_funcs if gvar.name_hint.endswith(TRANSFORM_SUFFIX) else model_funcs)[gvar] = func
+    transform_names = [gv.name_hint for gv, f in transform_funcs.items() if not isinstance(f, tvm.tirx.PrimFunc)]
+    transform_mod = tvm.relax.transform.DeadCodeElimination(transform_names)(tvm.IRModule(transform_funcs))
+    stored_params = {gv.name_hint: list(func.params) for gv, func in model_funcs.items()
+                     if not isinstance(func, tvm.tirx.PrimFunc)}
     lifted = pipeline.run_phases(tvm.IRModule(model_funcs), [("load-time", phases["load-time"])],
                                  dump_dir=args.dump_ir)
     lifted, prepare_names = split_prepare(lifted)
@@ -117,7 +124,7 @@ def main():
     for name, fmeta in meta["functions"].items():
         num_inputs = len(fmeta["inputs"])
         weights = [struct_of(v) for v in stored_params[name][num_inputs:]]
-        has_transform = f"{name}{TRANSFORM_SUFFIX}" in transform_funcs
+        has_transform = f"{name}{TRANSFORM_SUFFIX}" in transform_names
         assert has_transform or not weights, name
         prepare = f"{name}{PREPARE_SUFFIX}" if f"{name}{PREPARE_SUFFIX}" in prepare_names else None
         lowered_meta["functions"][name] = {
@@ -131,7 +138,7 @@ def main():
                                 if prepare else weights),
         }
     wrote = save_module(paths.lowered, lowered, lowered_meta)
-    save_module(paths.transform_params, tvm.IRModule(transform_funcs), lowered_meta)
+    save_module(paths.transform_params, transform_mod, lowered_meta)
     write_provenance(paths.lowered, "transform", [paths.traced])
     log_stage(paths, "transform")
     n_kernels = sum(1 for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
