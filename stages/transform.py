@@ -10,6 +10,7 @@ once after loading the weights, and the function then takes what it returns.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,8 @@ def split_prepare(mod):
 def main():
     parser = stage_parser(__doc__)
     parser.add_argument("--dump-ir", type=Path, help="write the module after each phase into this folder")
+    parser.add_argument("--winograd", type=int, choices=[0, 1], default=1,
+                        help="3x3 convolutions as Winograd GEMMs (1) or direct (0: less GPU memory)")
     args = parser.parse_args()
     paths = paths_from(args)
     start = time.time()
@@ -114,7 +117,8 @@ def main():
     transform_mod = tvm.relax.transform.DeadCodeElimination(transform_names)(tvm.IRModule(transform_funcs))
     stored_params = {gv.name_hint: list(func.params) for gv, func in model_funcs.items()
                      if not isinstance(func, tvm.tirx.PrimFunc)}
-    lifted = pipeline.run_phases(tvm.IRModule(model_funcs), [("load-time", phases["load-time"])],
+    load_time = functools.partial(phases["load-time"], winograd=bool(args.winograd))
+    lifted = pipeline.run_phases(tvm.IRModule(model_funcs), [("load-time", load_time)],
                                  dump_dir=args.dump_ir)
     lifted, prepare_names = split_prepare(lifted)
     lowered = pipeline.run_phases(lifted, [("legalize-fuse", phases["legalize-fuse"])], dump_dir=args.dump_ir)
@@ -139,7 +143,7 @@ def main():
         }
     wrote = save_module(paths.lowered, lowered, lowered_meta)
     save_module(paths.transform_params, transform_mod, lowered_meta)
-    write_provenance(paths.lowered, "transform", [paths.traced])
+    write_provenance(paths.lowered, "transform", [paths.traced], {"winograd": args.winograd})
     log_stage(paths, "transform")
     n_kernels = sum(1 for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
     print(f"transform {paths.variant}/{paths.submodule}: {n_kernels} kernels, {time.time() - start:.1f}s "

@@ -37,14 +37,14 @@ def lift_parameter_transforms():
     return [T.LiftTransformParams(), T.FoldConstant()]
 
 
-def load_time_weight_transforms():
+def load_time_weight_transforms(winograd: bool = True):
     # Rewrites that add weight-only work which must not be stored: Winograd's transformed weights are 4x the
     # weights. A second lift moves that work into `<function>_transform_params` again; transform.py keeps it
     # in the library as `<function>_prepare`, which the runtime runs once on the GPU after loading weights.
     from .passes.winograd_conv2d import WinogradConv2d
 
     T = _transform()
-    return [WinogradConv2d, T.LiftTransformParams()]
+    return ([WinogradConv2d] if winograd else []) + [T.LiftTransformParams()]
 
 
 def legalize_and_fuse():

@@ -45,7 +45,7 @@ SUBMODULES = ("clip", "unet", "vae", "sched")
 WEIGHTED = ("clip", "unet", "vae")
 # Variables the Makefile reads with ?=: one set in the caller's environment would change what a test runs.
 MAKE_VARIABLES = ("WEIGHTS", "MODEL", "VARIANT", "ARTIFACTS", "TUNING", "PY", "V", "PROMPT", "NEGATIVE", "SEED",
-                  "STEPS", "SCHEDULER", "GUIDANCE", "OUT", "PARAM_STORAGE")
+                  "STEPS", "SCHEDULER", "GUIDANCE", "OUT", "PARAM_STORAGE", "WINOGRAD")
 # `say` in the Makefile prints one line per stage run: two spaces, the stage in capitals, its folder.
 STAGE_LINE = re.compile(r"^  [A-Z][A-Z-]+ +\S", re.MULTILINE)
 

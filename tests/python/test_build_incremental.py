@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (MODEL, Compiled, clean_env, log_entries, make_command, relative_error, snapshot,
+from conftest import (MODEL, SUBMODULES, Compiled, clean_env, log_entries, make_command, relative_error, snapshot,
                       stage_lines, stored_weights)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
@@ -236,6 +236,16 @@ def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path)
 
     again = build.make(MODEL, *hold_link, TUNING=tuning)
     assert again.returncode == 0 and stage_lines(again.stdout) == []
+
+
+def test_winograd_option_reruns_transform_and_nothing_before_it(build_copy):
+    """WINOGRAD=0 is a transform option: switching it makes every transform due, and nothing upstream (with
+    PY=false standing in for the stages, -k shows every stage that is due and can start)."""
+    build = build_copy()
+    due = build.make(MODEL, "-k", WINOGRAD="0", PY="false")
+    assert due.returncode != 0
+    assert ran(due.stdout, build.variant) == ([f"TRANSFORM {sub}" for sub in sorted(SUBMODULES)], [])
+    assert (build.variant / ".option-winograd").read_text() == "0\n"
 
 
 # ---- new weights, same architecture -----------------------------------------------------------------------
