@@ -81,8 +81,7 @@ def transform_weights(transform_mod, name: str, source_params: list[dict], weigh
 
 
 def main():
-    parser = stage_parser(__doc__)
-    parser.add_argument("--weights", type=Path, required=True, help="diffusers folder (save_pretrained layout)")
+    parser = stage_parser(__doc__, weights=True)
     parser.add_argument("--storage-dtype", choices=STORAGE_DTYPES, default="float16",
                         help="how float32 parameters are stored in the shards (the library takes float32 either way)")
     args = parser.parse_args()

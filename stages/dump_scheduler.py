@@ -185,8 +185,7 @@ def build_consts(name: str, config: dict, steps: list[int]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0], submodule=False)
-    parser.add_argument("--weights", type=Path, required=True, help="diffusers folder (save_pretrained layout)")
+    parser = stage_parser(__doc__.splitlines()[0], submodule=False, weights=True)
     parser.add_argument("--steps", nargs="+", default=[DEFAULT_STEPS],
                         help=f"step counts to write schedules for: counts and ranges (default {DEFAULT_STEPS})")
     args = parser.parse_args(argv)

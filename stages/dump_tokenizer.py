@@ -19,8 +19,7 @@ from lib.models import check_weights_folder, family  # noqa: E402
 
 
 def main():
-    parser = stage_parser(__doc__, submodule=False)
-    parser.add_argument("--weights", type=Path, required=True, help="diffusers folder (save_pretrained layout)")
+    parser = stage_parser(__doc__, submodule=False, weights=True)
     args = parser.parse_args()
     paths = paths_from(args)
     fam = family(paths.family)

@@ -60,8 +60,7 @@ def trace_entry(entry):
 
 
 def main():
-    parser = stage_parser(__doc__)
-    parser.add_argument("--weights", type=Path, required=True, help="diffusers folder (save_pretrained layout)")
+    parser = stage_parser(__doc__, weights=True)
     args = parser.parse_args()
     paths = paths_from(args)
     fam = family(paths.family)

@@ -71,7 +71,6 @@ def split_prepare(mod):
     the names of those. The lift gives every function with weights a transform; one that only passes the
     weights through is dropped (its function then takes the stored weights as they are)."""
     import tvm
-    from tvm import relax
 
     kept, prepare_names = {}, []
     for gvar, func in mod.functions_items():

@@ -99,12 +99,14 @@ class ArtifactPaths:
         return self.variant_dir / "build.log"
 
 
-def stage_parser(description: str, *, submodule: bool = True) -> argparse.ArgumentParser:
+def stage_parser(description: str, *, submodule: bool = True, weights: bool = False) -> argparse.ArgumentParser:
     """The argument shape every stage shares; stages add their own options after it."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--variant-dir", type=Path, required=True, help="artifacts/<variant>, e.g. artifacts/sd15-tiny")
     if submodule:
         parser.add_argument("--submodule", required=True, help="clip, unet, vae or sched")
+    if weights:
+        parser.add_argument("--weights", type=Path, required=True, help="diffusers folder (save_pretrained layout)")
     return parser
 
 

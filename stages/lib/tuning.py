@@ -56,10 +56,17 @@ def proposal_order(task_name: str, best: list[tuple]) -> list[tuple]:
 
 def heavy_tasks(mod, target, coverage: float, max_tasks: int):
     """The kernels worth tuning: MetaSchedule's extracted tasks by FLOPs x calls, heaviest first, until
-    `coverage` of the submodule's FLOPs or `max_tasks`. Returns ([(task, flops_per_call)], covered fraction)."""
+    `coverage` of the submodule's FLOPs or `max_tasks`. Returns ([(task, flops_per_call)], covered fraction).
+    Load-time functions (`<function>_prepare`) run once per page load, not per step: their kernels are left out."""
+    import tvm
     import tvm.s_tir
+    from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
+    per_call = [gv.name_hint for gv, f in mod.functions_items()
+                if isinstance(f, relax.Function) and not gv.name_hint.endswith("_prepare")]
+    mod = relax.transform.DeadCodeElimination(per_call)(
+        tvm.IRModule({gv: f for gv, f in mod.functions_items() if not gv.name_hint.endswith("_prepare")}))
     tasks = ms.relax_integration.extract_tasks(mod, target)
     weighted = sorted(((tvm.s_tir.analysis.estimate_tir_flops(t.dispatched[0]), t) for t in tasks),
                       key=lambda ft: (-ft[0] * ft[1].weight, ft[1].task_name))

@@ -82,7 +82,6 @@ def test_other_convolutions_are_left_direct(data_shape, weight_shape, attrs):
 def test_transforms_do_not_absorb_what_comes_before_them():
     """SiLU before a conv and an upsampling between two stay kernels of their own (fused into the input
     transform they would be recomputed for each of the 16-36 values it reads); the bias add fuses after."""
-    import tvm
     from tvm import relax
 
     builder = relax.BlockBuilder()
