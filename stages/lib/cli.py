@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import datetime
 import filecmp
+import glob
 import hashlib
 import json
 import os
@@ -158,13 +159,44 @@ os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
 
 
+def _temp_prefix(path: Path) -> str:
+    """Temporaries of `path` are `.<name>.<pid>.<random>.tmp` beside it: hidden, and traceable to their writer."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Removes the temporaries of `path` whose writer is gone (a killed build leaves them); a live writer's stay."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = leftover.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+
+
 def write_bytes_if_changed(path: Path, data: bytes) -> bool:
     """Returns True when the file was (re)written."""
     path = Path(path)
+    remove_stale_temporaries(path)
     if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -186,8 +218,9 @@ def file_if_changed(path: Path):
     """Yields a temporary path to write a file to (for writers that want a path, like export_library);
     on success it replaces `path` only when the bytes differ."""
     path = Path(path)
+    remove_stale_temporaries(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
     try:
         tmp = tmp_dir / path.name
         yield tmp
@@ -209,8 +242,9 @@ def dir_if_changed(path: Path):
     """Yields a temporary folder to fill; on success it takes the place of `path` only when some file
     differs. The swap is two renames, so `path` is either the old complete folder or the new one."""
     path = Path(path)
+    remove_stale_temporaries(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
     try:
         yield tmp
         if path.exists() and _same_tree(tmp, path):

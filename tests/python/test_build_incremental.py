@@ -347,6 +347,7 @@ def test_killed_build_leaves_no_half_written_artifact(build_copy, tiny_build, tm
     resumed = build.make(MODEL)
     assert resumed.returncode == 0, resumed.stderr
     assert "EXPORT-LIB unet cpu" in ran(resumed.stdout, build.variant)[0]
+    assert not list(unet.glob(".lib.cpu.v1.so.*.tmp")), "the killed writer's temporaries were not cleaned up"
     final_named_files_are_whole(build.variant)
     config = json.loads((build.weights / "unet" / "config.json").read_text())
     inputs = unet_inputs(6, config)
@@ -412,6 +413,25 @@ def test_write_bytes_if_changed(tmp_path, monkeypatch):
 
     assert cli.write_bytes_if_changed(path, b"two") is True and path.read_bytes() == b"two"
     assert entries(tmp_path) == ["out.json"]
+
+
+def test_temporaries_of_dead_writers_are_removed(tmp_path):
+    """A killed stage leaves `.<name>.<pid>.*.tmp` beside its output; the next writer of that output removes
+    those whose process is gone (a pid above Linux's pid_max here) and leaves a live writer's alone."""
+    from lib import cli
+
+    path = tmp_path / "out.json"
+    dead_file = tmp_path / ".out.json.999999999.abc.tmp"
+    dead_dir = tmp_path / ".out.json.999999999.def.tmp"
+    live = tmp_path / f".out.json.{os.getpid()}.ghi.tmp"
+    other = tmp_path / ".other.json.999999999.jkl.tmp"
+    dead_file.write_bytes(b"half")
+    dead_dir.mkdir()
+    (dead_dir / "out.json").write_bytes(b"half")
+    live.write_bytes(b"being written")
+    other.write_bytes(b"not ours")
+    cli.write_bytes_if_changed(path, b"whole")
+    assert entries(tmp_path) == sorted([live.name, other.name, "out.json"])
 
 
 def test_file_if_changed(tmp_path):
