@@ -11,24 +11,15 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from . import rewrite_relax_functions
+from . import call_rewriting_pass
 
 
-@relax.expr_functor.mutator
-class _Narrow(relax.PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.take = tvm.ir.Op.get("relax.take")
-
-    def visit_call_(self, call):
-        call = super().visit_call_(call)
-        if call.op.same_as(self.take) and isinstance(call.args[1], tvm.ir.expr.Constant):
-            index = call.args[1].value.numpy()
-            if index.dtype == np.int64 and np.all(np.abs(index) < 2**31):
-                return relax.Call(call.op, [call.args[0], relax.const(index.astype(np.int32))], call.attrs)
-        return call
+def _narrow(builder, call):
+    if isinstance(call.args[1], tvm.ir.expr.Constant):
+        index = call.args[1].value.numpy()
+        if index.dtype == np.int64 and np.all(np.abs(index) < 2**31):
+            return relax.Call(call.op, [call.args[0], relax.const(index.astype(np.int32))], call.attrs)
+    return None
 
 
-@tvm.transform.module_pass(opt_level=0, name="NarrowTakeIndices")
-def NarrowTakeIndices(mod, ctx):  # noqa: N802 (TVM pass naming)
-    return rewrite_relax_functions(mod, _Narrow)
+NarrowTakeIndices = call_rewriting_pass("NarrowTakeIndices", "relax.take", _narrow)

@@ -27,10 +27,9 @@ a short select chain over it, so no thread branches and no transform matrix is r
 
 from __future__ import annotations
 
-import tvm
-from tvm import relax, te, tirx
+from tvm import te, tirx
 
-from . import rewrite_relax_functions
+from . import call_rewriting_pass
 
 KERNEL = 3
 # Channels below this (SD's conv_in with 4 latent channels, conv_out with 3 or 4) keep the direct form:
@@ -140,56 +139,44 @@ def tile_size(shape) -> int:
     return 4 if n * -(-h // 4) * -(-w // 4) >= MIN_TILES_FOR_4 else 2
 
 
-@relax.expr_functor.mutator
-class _Rewrite(relax.PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.conv2d = tvm.ir.Op.get("relax.nn.conv2d")
-
-    def visit_call_(self, call):
-        call = super().visit_call_(call)
-        if not call.op.same_as(self.conv2d):
-            return call
-        data, weight = call.args
-        attrs = call.attrs
-        if (data.ty.dtype != "float32" or weight.ty.dtype != "float32"
-                or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
-                or attrs.out_layout != "NCHW" or int(attrs.groups) != 1
-                or [int(s) for s in attrs.strides] != [1, 1] or [int(d) for d in attrs.dilation] != [1, 1]):
-            return call
-        try:
-            shape = [int(d) for d in data.ty.shape]
-            co, ci, kh, kw = (int(d) for d in weight.ty.shape)
-        except TypeError:  # symbolic shapes: keep the direct form
-            return call
-        padding = [int(p) for p in attrs.padding]
-        if (kh, kw) != (KERNEL, KERNEL) or len(set(padding)) != 1 or padding[0] > KERNEL - 1:
-            return call
-        if ci < MIN_CHANNELS or co < MIN_CHANNELS:
-            return call
-        n, _, h, w = shape
-        pad = padding[0]
-        out_shape = (n, co, h + 2 * pad - KERNEL + 1, w + 2 * pad - KERNEL + 1)
-        m = tile_size(out_shape)
-        emit = self.builder_.emit
-        u = emit(self._transform(weight_transform, weight, m, name=f"winograd{m}_weight"))
-        v = emit(self._transform(input_transform, data, m, pad, out_shape[2:], name=f"winograd{m}_input"))
-        product = self.builder_.emit_te(batched_gemm, v, u, primfunc_name_hint=f"winograd{m}_gemm")
-        return self._transform(output_transform, product, m, out_shape, name=f"winograd{m}_output")
-
-    def _transform(self, te_func, *args, name):
-        """A call to a transform kernel that FuseOps treats like a convolution ("out-elementwise fusable"):
-        elementwise ops after it fuse into it (the conv's bias, residual and scale, after the output
-        transform), nothing before it does. As the injective kernels they are, each would absorb its
-        producers (group norm, SiLU, upsampling) and repeat them for every one of the 16 to 36 values it
-        reads, which made the VAE three times slower."""
-        call = self.builder_.call_te(te_func, *args, primfunc_name_hint=name)
-        kernel = call.args[0]
-        func = self.builder_.get()[kernel]
-        self.builder_.update_func(kernel, func.with_attr("op_pattern", OUT_ELEMWISE_FUSABLE))
-        return call
+def _rewrite(builder, call):
+    data, weight = call.args
+    attrs = call.attrs
+    if (data.ty.dtype != "float32" or weight.ty.dtype != "float32"
+            or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
+            or attrs.out_layout != "NCHW" or int(attrs.groups) != 1
+            or [int(s) for s in attrs.strides] != [1, 1] or [int(d) for d in attrs.dilation] != [1, 1]):
+        return None
+    try:
+        shape = [int(d) for d in data.ty.shape]
+        co, ci, kh, kw = (int(d) for d in weight.ty.shape)
+    except TypeError:  # symbolic shapes: keep the direct form
+        return None
+    padding = [int(p) for p in attrs.padding]
+    if (kh, kw) != (KERNEL, KERNEL) or len(set(padding)) != 1 or padding[0] > KERNEL - 1:
+        return None
+    if ci < MIN_CHANNELS or co < MIN_CHANNELS:
+        return None
+    n, _, h, w = shape
+    pad = padding[0]
+    out_shape = (n, co, h + 2 * pad - KERNEL + 1, w + 2 * pad - KERNEL + 1)
+    m = tile_size(out_shape)
+    u = builder.emit(_transform(builder, weight_transform, weight, m, name=f"winograd{m}_weight"))
+    v = builder.emit(_transform(builder, input_transform, data, m, pad, out_shape[2:], name=f"winograd{m}_input"))
+    product = builder.emit_te(batched_gemm, v, u, primfunc_name_hint=f"winograd{m}_gemm")
+    return _transform(builder, output_transform, product, m, out_shape, name=f"winograd{m}_output")
 
 
-@tvm.transform.module_pass(opt_level=0, name="WinogradConv2d")
-def WinogradConv2d(mod, ctx):  # noqa: N802 (TVM pass naming)
-    return rewrite_relax_functions(mod, _Rewrite)
+def _transform(builder, te_func, *args, name):
+    """A call to a transform kernel that FuseOps treats like a convolution ("out-elementwise fusable"):
+    elementwise ops after it fuse into it (the conv's bias, residual and scale, after the output
+    transform), nothing before it does. As the injective kernels they are, each would absorb its
+    producers (group norm, SiLU, upsampling) and repeat them for every one of the 16 to 36 values it
+    reads, which made the VAE three times slower."""
+    call = builder.call_te(te_func, *args, primfunc_name_hint=name)
+    kernel = call.args[0]
+    builder.update_func(kernel, builder.get()[kernel].with_attr("op_pattern", OUT_ELEMWISE_FUSABLE))
+    return call
+
+
+WinogradConv2d = call_rewriting_pass("WinogradConv2d", "relax.nn.conv2d", _rewrite)
