@@ -18,10 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lib.cli import log_stage, paths_from, run_stage, stage_parser, write_provenance  # noqa: E402
+from lib.pipeline import PREPARE_SUFFIX  # noqa: E402
 from lib.relax_io import load_module, save_module  # noqa: E402
 
 TRANSFORM_SUFFIX = "_transform_params"
-PREPARE_SUFFIX = "_prepare"
 
 
 def struct_of(var) -> dict:

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lib.cli import (ARTIFACT_VERSION, ArtifactPaths, StageError, log_stage, paths_from,  # noqa: E402
                      run_stage, sha256_file, stage_parser, write_json_if_changed)
 from lib.models import family  # noqa: E402
+from lib.relax_io import load_meta  # noqa: E402
 from lib.schedulers import FILES  # noqa: E402
 
 FORMAT = "websd-model"
@@ -40,9 +41,7 @@ def main():
     submodules = {}
     for sub in fam.submodules:
         p = ArtifactPaths(root, sub.name)
-        meta = json.loads(p.lowered.read_text())["meta"] if p.lowered.exists() else None
-        if meta is None:
-            raise StageError(f"missing {p.lowered}; it is made by `{make}`")
+        meta = load_meta(p.lowered, make)
         record = {
             "prefix": fam.system_lib_prefix(sub.name),
             # the largest GPU buffer the library needs (weights, prepared weights or activations)

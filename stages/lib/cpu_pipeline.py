@@ -18,6 +18,7 @@ import numpy as np
 from .cli import ArtifactPaths, StageError
 from .models import family
 from .noise import gaussian_noise
+from .relax_io import load_meta
 from .schedulers import FILES, f32, load_scheduler
 from .tensor_cache import load_params, prepare_params
 
@@ -32,18 +33,18 @@ class CompiledPipeline:
 
         self.paths = ArtifactPaths(Path(variant_dir))
         fam = family(self.paths.family)
-        self.vms, self.params = {}, {}
+        self.vms, self.params, self.metas = {}, {}, {}
         for sub in fam.submodules:
             p = ArtifactPaths(self.paths.variant_dir, sub.name)
             lib = p.lib("cpu")
             if not lib.exists():
                 raise StageError(f"missing {lib}; build it with `make {fam.name} WEIGHTS=...`")
             self.vms[sub.name] = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
+            self.metas[sub.name] = load_meta(p.lowered, f"make {fam.name} WEIGHTS=...")
             if sub.folder:
                 # Widened to the library's dtypes as web/runtime/params.js does: the same float32 values.
                 stored, _ = load_params(p.params_dir, tvm.cpu())
-                lowered_meta = json.loads(p.lowered.read_text())["meta"]
-                self.params[sub.name] = prepare_params(self.vms[sub.name], lowered_meta, stored)
+                self.params[sub.name] = prepare_params(self.vms[sub.name], self.metas[sub.name], stored)
         self.tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
         self.tvm = tvm
 
@@ -78,5 +79,4 @@ class CompiledPipeline:
         return packed.view(np.uint8).reshape(*packed.shape, 4)
 
     def latent_shape(self):
-        meta = json.loads(ArtifactPaths(self.paths.variant_dir, "unet").lowered.read_text())["meta"]
-        return tuple(meta["functions"]["unet"]["inputs"][0]["shape"])
+        return tuple(self.metas["unet"]["functions"]["unet"]["inputs"][0]["shape"])

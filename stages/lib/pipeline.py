@@ -59,6 +59,9 @@ def legalize_and_fuse():
     ]
 
 
+# The load-time weight transform of `<function>` is `<function>` + PREPARE_SUFFIX in the library.
+PREPARE_SUFFIX = "_prepare"
+
 # A tuning log (artifacts/tuning/<model>/<submodule>/) is this MetaSchedule JSON database, the pair of files.
 DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 

@@ -22,6 +22,16 @@ def load_module(path: Path, made_by: str):
     """Returns (IRModule, meta). `made_by` is the make target that writes `path`, for the error message."""
     import tvm
 
+    envelope = _read_envelope(path, made_by)
+    return tvm.ir.load_json(envelope["ir"]), envelope["meta"]
+
+
+def load_meta(path: Path, made_by: str) -> dict:
+    """The module file's metadata alone (functions, their inputs and weights), checked as load_module checks it."""
+    return _read_envelope(path, made_by)["meta"]
+
+
+def _read_envelope(path: Path, made_by: str) -> dict:
     if not Path(path).exists():
         raise StageError(f"missing {path}; it is made by `{made_by}`")
     try:
@@ -31,4 +41,4 @@ def load_module(path: Path, made_by: str):
     if envelope.get("format") != FORMAT or envelope.get("version") != ARTIFACT_VERSION:
         raise StageError(f"{path} has format {envelope.get('format')} v{envelope.get('version')}, expected "
                          f"{FORMAT} v{ARTIFACT_VERSION}; remove it and run `{made_by}`")
-    return tvm.ir.load_json(envelope["ir"]), envelope["meta"]
+    return envelope

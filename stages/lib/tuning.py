@@ -63,10 +63,11 @@ def heavy_tasks(mod, target, coverage: float, max_tasks: int):
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    per_call = [gv.name_hint for gv, f in mod.functions_items()
-                if isinstance(f, relax.Function) and not gv.name_hint.endswith("_prepare")]
-    mod = relax.transform.DeadCodeElimination(per_call)(
-        tvm.IRModule({gv: f for gv, f in mod.functions_items() if not gv.name_hint.endswith("_prepare")}))
+    from .pipeline import PREPARE_SUFFIX
+
+    per_call = {gv: f for gv, f in mod.functions_items() if not gv.name_hint.endswith(PREPARE_SUFFIX)}
+    entries = [gv.name_hint for gv, f in per_call.items() if isinstance(f, relax.Function)]
+    mod = relax.transform.DeadCodeElimination(entries)(tvm.IRModule(per_call))
     tasks = ms.relax_integration.extract_tasks(mod, target)
     weighted = sorted(((tvm.s_tir.analysis.estimate_tir_flops(t.dispatched[0]), t) for t in tasks),
                       key=lambda ft: (-ft[0] * ft[1].weight, ft[1].task_name))

@@ -20,7 +20,6 @@ test_webgpu.py builds on the same session build; the noise, tokenizer and schedu
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -148,12 +147,13 @@ class Compiled:
         from tvm import relax
 
         from lib.cli import ArtifactPaths
+        from lib.relax_io import load_meta
         from lib.tensor_cache import load_params, prepare_params
 
         self.tvm = tvm
         paths = ArtifactPaths(Path(variant_dir), submodule)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(paths.lib("cpu"))), tvm.cpu())
-        self.meta = json.loads(paths.lowered.read_text())["meta"]
+        self.meta = load_meta(paths.lowered, "make sd15 WEIGHTS=tiny")
         self.params, self.cache_meta, self.stored = [], None, []
         if submodule in WEIGHTED:
             self.stored, self.cache_meta = load_params(paths.params_dir, tvm.cpu())
