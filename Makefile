@@ -3,8 +3,9 @@
 #   make sd15 WEIGHTS=tiny|random|/path/to/diffusers-folder    build one variant into artifacts/<variant>/
 #   make reference ... / make test / make demo                  see `make help`
 #
-# Reading guide: model (MODEL) -> submodule (SUBS_<model>) -> stage (one script in stages/) -> file.
-# Every file of a variant lives at artifacts/<variant>/<submodule>/<stage output>.v<version>.<ext>.
+# Reading guide: model (MODEL) -> submodule (SUBS_<model>) -> library (LIBRARIES: per compute dtype)
+# -> stage (one script in stages/) -> file.
+# Every file of a variant lives at artifacts/<variant>/<library>/<stage output>.v<version>.<ext>.
 # A stage rewrites its output only when the bytes change and records each run in a hidden stamp beside it
 # (GCC's move-if-change + stamp idiom): make compares the stamp, dependents compare the output, so a
 # rebuild that changes nothing stops there.
@@ -24,6 +25,9 @@ MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
 MODELS        := sd15
 SUBS_sd15     := clip unet vae sched
 WEIGHTED_sd15 := clip unet vae
+# Submodules that also get a float16 library, `<sub>-f16` (float16 weights and activations, float32
+# accumulation), which runtimes choose where the WebGPU adapter has shader-f16 (stages/lib/models.py says the same).
+FLOAT16_sd15  := clip unet vae
 # Where each submodule's config and weights sit in a diffusers folder.
 FOLDER_clip := text_encoder
 FOLDER_unet := unet
@@ -56,6 +60,11 @@ else
 endif
 A    := $(ARTIFACTS)/$(VARIANT)
 SUBS := $(SUBS_$(MODEL))
+# A library is a submodule compiled for one compute dtype: unet (float32) and unet-f16 share the traced
+# module and the weights, and each has its own lowered, scheduled and compiled files and tuning log.
+LIBRARIES  := $(SUBS) $(addsuffix -f16,$(FLOAT16_$(MODEL)))
+submodule_of = $(patsubst %-f16,%,$1)
+is_float16   = $(filter %-f16,$1)
 RUNTIME := $(ARTIFACTS)/tvm-runtime/0.27.0.post1
 
 ifeq ($(V),1)
@@ -67,7 +76,7 @@ endif
 say = @printf '  %-14s %s\n' '$1' '$2'
 
 # ---- the variant's files --------------------------------------------------------------------------------
-LIBS    := $(foreach s,$(SUBS),$(A)/$(s)/lib.webgpu.v1.tar $(A)/$(s)/lib.cpu.v1.so)
+LIBS    := $(foreach l,$(LIBRARIES),$(A)/$(l)/lib.webgpu.v1.tar $(A)/$(l)/lib.cpu.v1.so)
 PARAMS  := $(foreach s,$(WEIGHTED_$(MODEL)),$(A)/$(s)/params.v1/tensor-cache.json)
 SCHEDULER_FILES := $(addprefix $(A)/scheduler.v1/,scheduler_pndm_consts.json \
                    scheduler_dpm_solver_multistep_consts.json scheduler_euler_discrete_consts.json)
@@ -153,10 +162,12 @@ $(A)/%/.trace.stamp: $$(SRC)/$$(FOLDER_$$*)/config.json stages/trace.py stages/l
 	$(Q)$(call STAGE,trace) --submodule $* --weights $(SRC)
 	$(Q)touch $@
 
-# transform: target-independent Relax phases; also splits off the build-time parameter transform.
+# transform: target-independent Relax phases, per library; the float32 library's run also writes the
+# build-time parameter transform (both libraries take the same stored weights).
 $(A)/%/lowered.v1.json $(A)/%/transform_params.v1.json: $(A)/%/.transform.stamp ;
-$(A)/%/.transform.stamp: $(A)/%/traced.v1.json stages/transform.py $(LIB) $(PIPELINE) $(A)/.option-winograd \
-		$$(call missing,$$(@D)/lowered.v1.json) $$(call missing,$$(@D)/transform_params.v1.json)
+$(A)/%/.transform.stamp: $(A)/$$(call submodule_of,$$*)/traced.v1.json stages/transform.py $(LIB) $(PIPELINE) \
+		$(A)/.option-winograd $$(call missing,$$(@D)/lowered.v1.json) \
+		$$(if $$(call is_float16,$$*),,$$(call missing,$$(@D)/transform_params.v1.json))
 	$(call say,TRANSFORM,$(@D))
 	$(Q)$(call STAGE,transform) --submodule $* --winograd $(WINOGRAD)
 	$(Q)touch $@
@@ -227,9 +238,9 @@ $(RUNTIME).stamp: stages/build_runtime.py $(shell find stages/tvm_runtime -name 
 	$(Q)$(PY) stages/build_runtime.py --out-dir $(RUNTIME)
 	$(Q)touch $@
 
-# link: every submodule's WebGPU objects + the runtime -> the one .wasm the page loads.
+# link: every library's WebGPU objects + the runtime -> the one .wasm the page loads.
 $(WASM): $(A)/.link.stamp ;
-$(A)/.link.stamp: $(foreach s,$(SUBS),$(A)/$(s)/lib.webgpu.v1.tar) $(RUNTIME_FILES) stages/export_lib.py \
+$(A)/.link.stamp: $(foreach l,$(LIBRARIES),$(A)/$(l)/lib.webgpu.v1.tar) $(RUNTIME_FILES) stages/export_lib.py \
 		stages/lib/wasm_link.py $(LIB) $(call missing,$(WASM))
 	$(call say,LINK,$(WASM))
 	$(Q)$(call STAGE,export_lib) --link --runtime-dir $(RUNTIME)

@@ -2,6 +2,11 @@
 //
 //   node bench/webgpu_sd.mjs --model artifacts/sd15-random/model.json [--steps 20] [--scheduler dpm]
 //        [--random-weights] [--runs 2] [--json out.json] [--dawn-toggle allow_unsafe_apis ...]
+//        [--compute auto|float32|float16]
+//
+// --compute picks the libraries as the page does (auto: float16 where the adapter has shader-f16). Dawn on
+// NVIDIA exposes shader-f16 only with --dawn-toggle vulkan_enable_f16_on_nvidia (an unsafe toggle that
+// browsers do not set): report such runs apart from the stock float32 ones.
 //
 // --random-weights fills every parameter on the GPU with seeded random values of the right shape
 // (tensor-cache.json gives names and shapes) instead of reading shards: full-size weights cannot travel
@@ -17,8 +22,7 @@ import { create, globals } from "webgpu";
 
 import { installProfiler } from "./kernel_profile.js";
 import { loadModel } from "../web/runtime/load.js";
-import { libraryDtypes } from "../web/runtime/params.js";
-import { toGPU } from "../web/runtime/tvm.js";
+import { libraryDtypes, narrowToFloat16 } from "../web/runtime/params.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -30,16 +34,19 @@ const { values: opt } = parseArgs({
     json: { type: "string" },
     "dawn-toggle": { type: "string", multiple: true, default: [] },
     profile: { type: "boolean", default: false },
+    compute: { type: "string", default: "auto" },
   },
 });
 
-// Seeded values: N(0, 0.02) for matrices and convolutions, 1 for normalisation scales, 0 for other vectors.
-function randomParams(handle, cache) {
+// Seeded values: N(0, 0.02) for matrices and convolutions, 1 for normalisation scales, 0 for other vectors;
+// in the dtype the chosen library takes (float16 ones narrowed as params.js narrows float32 shards).
+function randomParams(handle, cache, cacheUrl, dtypesOfLibrary) {
   let state = 12345;
   const uniform = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32);
   const tensors = [];
   const records = new Map(cache.records.flatMap((shard) => shard.records.map((r) => [r.name, r])));
-  const dtypes = libraryDtypes(cache, "tensor-cache.json"); // what the library takes, not how it is stored
+  const dtypes = libraryDtypes(cache, cacheUrl, dtypesOfLibrary);
+  const { tvm } = handle;
   for (const name of cache.metadata.param_names) {
     const rec = records.get(name);
     const dtype = dtypes.get(name);
@@ -47,9 +54,11 @@ function randomParams(handle, cache) {
     const data = new Float32Array(count);
     if (rec.shape.length === 1) data.fill(/norm.*weight/.test(name) ? 1 : 0);
     else for (let i = 0; i < count; ++i) data[i] = (uniform() + uniform() + uniform() - 1.5) * 0.04;
-    if (dtype !== "float32") throw new Error(`random weights: ${name} is ${dtype}`);
-    const { tvm } = handle;
-    tensors.push(tvm.withNewScope(() => tvm.detachFromCurrentScope(toGPU(handle, data, rec.shape))));
+    if (dtype !== "float32" && dtype !== "float16") throw new Error(`random weights: ${name} is ${dtype}`);
+    const bytes = dtype === "float16" ? narrowToFloat16(data).halves : data;
+    const tensor = tvm.withNewScope(() => tvm.detachFromCurrentScope(tvm.empty(rec.shape, dtype, handle.gpu)));
+    tensor.copyFromRawBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    tensors.push(tensor);
   }
   return tensors;
 }
@@ -66,12 +75,14 @@ async function main() {
   const fetchFile = async (url) => new Uint8Array(await readFile(fileURLToPath(url)));
   const t0 = performance.now();
   const model = await loadModel({ manifestUrl, gpu, fetchFile, makeParams: opt["random-weights"] ? randomParams : undefined,
-    optionalFeatures: opt.profile ? ["timestamp-query"] : [],
+    compute: opt.compute, optionalFeatures: opt.profile ? ["timestamp-query"] : [],
     onDevice: (device) => { if (opt.profile) profiler = installProfiler(device); } });
   const loadMs = performance.now() - t0;
   const info = model.handle.adapter.info ?? {};
   const adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
-  console.log(`adapter: ${adapter}; load ${loadMs.toFixed(0)} ms`);
+  const compute = Object.fromEntries(Object.entries(model.libraries).map(([sub, lib]) => [sub, lib.compute]));
+  console.log(`adapter: ${adapter}; load ${loadMs.toFixed(0)} ms; compute ${JSON.stringify(compute)}; ` +
+              `dawn toggles ${JSON.stringify(opt["dawn-toggle"])}`);
   const runs = [];
   for (let r = 0; r < Number(opt.runs); ++r) {
     const res = await model.generate({ prompt: "a photograph of an astronaut riding a horse", seed: r,
@@ -84,6 +95,8 @@ async function main() {
   const warm = runs.length > 1 ? runs.slice(1) : runs;
   const summary = {
     adapter,
+    compute,
+    dawn_toggles: opt["dawn-toggle"],
     image: model.manifest.image,
     steps: Number(opt.steps),
     scheduler: opt.scheduler,

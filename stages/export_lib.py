@@ -5,9 +5,9 @@
     python stages/export_lib.py --variant-dir artifacts/sd15-tiny --link --runtime-dir artifacts/tvm-runtime/<ver>
 
 webgpu: the scheduled module, compiled with a wasm32 host into object files (a tar), as a TVM system
-library with its own prefix (sd15_unet_...), so every submodule is compiled on its own and the link step
-only combines objects. cpu: the lowered module compiled to a shared library, for tests and the reference.
---link: every submodule's WebGPU objects + the TVM web runtime -> the family's .wasm (e.g.
+library with its own prefix (sd15_unet_..., sd15_unet_f16_... for the float16 library), so every library is
+compiled on its own and the link step only combines objects. cpu: the lowered module compiled to a shared library, for tests and the reference.
+--link: every library's WebGPU objects + the TVM web runtime -> the family's .wasm (e.g.
 stable_diffusion_webgpu.wasm), the one library the page loads.
 """
 
@@ -40,22 +40,23 @@ def deterministic_tar(src: Path) -> bytes:
 
 
 def link(paths, fam, runtime_dir: Path) -> None:
-    from lib.cli import ArtifactPaths
+    from lib.cli import ArtifactPaths, library_name
     from lib.wasm_link import link_wasm
 
     start = time.time()
-    tars = [ArtifactPaths(paths.variant_dir, sub.name).lib("webgpu") for sub in fam.submodules]
+    tars = [ArtifactPaths(paths.variant_dir, library_name(sub.name, compute)).lib("webgpu")
+            for sub, compute in fam.libraries()]
     out = paths.variant_dir / fam.wasm_name
     wrote = link_wasm(tars, runtime_dir, out)
     write_provenance(out, "link", tars + sorted(runtime_dir.glob("*.bc")))
     log_stage(paths, "link")
-    print(f"link {paths.variant}: {len(tars)} submodules + runtime, {out.stat().st_size / 2**20:.1f} MiB, "
+    print(f"link {paths.variant}: {len(tars)} libraries + runtime, {out.stat().st_size / 2**20:.1f} MiB, "
           f"{time.time() - start:.1f}s -> {out}{'' if wrote else ' (unchanged)'}")
 
 
 def main():
     parser = stage_parser(__doc__, submodule=False)
-    parser.add_argument("--submodule", help="clip, unet, vae or sched (not with --link)")
+    parser.add_argument("--submodule", help="clip, unet, vae or sched, or a float16 library: unet-f16 (not with --link)")
     parser.add_argument("--target", choices=["webgpu", "cpu"])
     parser.add_argument("--link", action="store_true", help="combine every submodule into the family's .wasm")
     parser.add_argument("--runtime-dir", type=Path, help="TVM web runtime bitcode (with --link)")
@@ -79,7 +80,7 @@ def main():
     if args.target == "webgpu":
         source = paths.scheduled("webgpu")
         mod, meta = load_module(source, f"make {source}")
-        mod = mod.with_attr("system_lib_prefix", fam.system_lib_prefix(paths.submodule))
+        mod = mod.with_attr("system_lib_prefix", fam.system_lib_prefix(paths.base_submodule, paths.compute))
     else:
         source = paths.lowered
         mod, meta = load_module(source, f"make {source}")

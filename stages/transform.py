@@ -1,9 +1,11 @@
 """transform: traced Relax module -> lowered module (legalized, fused) + its parameter transform.
 
-    python stages/transform.py --variant-dir artifacts/sd15-tiny --submodule unet [--dump-ir DIR]
+    python stages/transform.py --variant-dir artifacts/sd15-tiny --submodule unet|unet-f16 [--dump-ir DIR]
 
 Runs the target-independent phases of stages/lib/pipeline.py. The parameter transform that phase "lift"
-splits off (`<function>_transform_params`) is written on its own, for dump-params to apply to the weights.
+splits off (`<function>_transform_params`) is written on its own, for dump-params to apply to the weights;
+a float16 library (unet-f16) runs the same lift and uses the float32 library's transform and weights, so
+it writes only its lowered module.
 The one that phase "load-time" splits off stays in the library as `<function>_prepare`: the runtime runs it
 once after loading the weights, and the function then takes what it returns.
 """
@@ -114,16 +116,17 @@ def main():
             (transform_funcs if gvar.name_hint.endswith(TRANSFORM_SUFFIX) else model_funcs)[gvar] = func
     transform_names = [gv.name_hint for gv, f in transform_funcs.items() if not isinstance(f, tvm.tirx.PrimFunc)]
     transform_mod = tvm.relax.transform.DeadCodeElimination(transform_names)(tvm.IRModule(transform_funcs))
-    stored_params = {gv.name_hint: list(func.params) for gv, func in model_funcs.items()
+    precision = functools.partial(phases["precision"], paths.compute)
+    model = pipeline.run_phases(tvm.IRModule(model_funcs), [("precision", precision)], dump_dir=args.dump_ir)
+    stored_params = {gv.name_hint: list(func.params) for gv, func in model.functions_items()
                      if not isinstance(func, tvm.tirx.PrimFunc)}
     load_time = functools.partial(phases["load-time"], winograd=bool(args.winograd))
-    lifted = pipeline.run_phases(tvm.IRModule(model_funcs), [("load-time", load_time)],
-                                 dump_dir=args.dump_ir)
+    lifted = pipeline.run_phases(model, [("load-time", load_time)], dump_dir=args.dump_ir)
     lifted, prepare_names = split_prepare(lifted)
     lowered = pipeline.run_phases(lifted, [("legalize-fuse", phases["legalize-fuse"])], dump_dir=args.dump_ir)
 
-    lowered_meta = {"family": meta["family"], "submodule": meta["submodule"], "functions": {},
-                    "largest_tensor_bytes": largest_tensor_bytes(lowered)}
+    lowered_meta = {"family": meta["family"], "submodule": meta["submodule"], "compute": paths.compute,
+                    "functions": {}, "largest_tensor_bytes": largest_tensor_bytes(lowered)}
     for name, fmeta in meta["functions"].items():
         num_inputs = len(fmeta["inputs"])
         weights = [struct_of(v) for v in stored_params[name][num_inputs:]]
@@ -133,7 +136,9 @@ def main():
         lowered_meta["functions"][name] = {
             "inputs": fmeta["inputs"],
             "source_params": fmeta["params"],  # what <name>_transform_params takes, in order
-            "params": weights,  # the stored weights, in order: what <name>_prepare or else <name> takes
+            # the weights the library takes first (in <name>_prepare, or else <name>), in the order they are
+            # stored; each dtype is the library's (float16 in a float16 library), whatever the shards store
+            "params": weights,
             "transform": f"{name}{TRANSFORM_SUFFIX}" if has_transform else None,
             "prepare": prepare,
             # what the compiled function takes after its inputs: <name>_prepare's results, or the weights
@@ -141,7 +146,8 @@ def main():
                                 if prepare else weights),
         }
     wrote = save_module(paths.lowered, lowered, lowered_meta)
-    save_module(paths.transform_params, transform_mod, lowered_meta)
+    if paths.compute == "float32":
+        save_module(paths.transform_params, transform_mod, lowered_meta)
     write_provenance(paths.lowered, "transform", [paths.traced], {"winograd": args.winograd})
     log_stage(paths, "transform")
     n_kernels = sum(1 for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc))

@@ -3,8 +3,9 @@
     python stages/write_manifest.py --variant-dir artifacts/sd15-tiny
 
 The web page, its worker and the Node CLI read artifacts/<variant>/model.json and nothing else to find the
-library, the tensor caches, the scheduler constants and the tokenizer; paths in it are relative to it, so
-the variant folder can be served or copied as it is. Shapes and function names come from the lowered
+library, the tensor caches, the scheduler constants and the tokenizer, and which system library in the .wasm
+serves each submodule in each compute dtype (`submodules.<sub>.libraries.float32|float16`); paths in it are
+relative to it, so the variant folder can be served or copied as it is. Shapes and function names come from the lowered
 modules' metadata, never from guesses in JavaScript.
 """
 
@@ -16,13 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lib.cli import (ARTIFACT_VERSION, ArtifactPaths, StageError, log_stage, paths_from,  # noqa: E402
-                     run_stage, sha256_file, stage_parser, write_json_if_changed)
+from lib.cli import (ARTIFACT_VERSION, ArtifactPaths, StageError, library_name, log_stage,  # noqa: E402
+                     paths_from, run_stage, sha256_file, stage_parser, write_json_if_changed)
 from lib.models import family  # noqa: E402
 from lib.relax_io import load_meta  # noqa: E402
 from lib.schedulers import FILES  # noqa: E402
 
 FORMAT = "websd-model"
+# A submodule's libraries, by the dtype they compute in; a runtime takes the float16 one where the device
+# has its features and the float32 one everywhere else.
+FEATURES = {"float32": [], "float16": ["shader-f16"]}
 
 
 def file_record(root: Path, path: Path, made_by: str) -> dict:
@@ -40,25 +44,31 @@ def main():
 
     submodules = {}
     for sub in fam.submodules:
-        p = ArtifactPaths(root, sub.name)
-        meta = load_meta(p.lowered, make)
-        record = {
-            "prefix": fam.system_lib_prefix(sub.name),
-            # the largest GPU buffer the library needs (weights, prepared weights or activations)
-            "largest_tensor_bytes": meta["largest_tensor_bytes"],
-            # num_params: the stored weights; prepare: the library function that turns them into what the
-            # function takes (run once after loading), where there is one.
-            "functions": {name: {"inputs": f["inputs"], "num_params": len(f["params"]),
-                                 **({"prepare": f["prepare"]} if f.get("prepare") else {})}
-                          for name, f in meta["functions"].items()},
-        }
+        libraries = {}
+        for compute in sub.computes:
+            meta = load_meta(ArtifactPaths(root, library_name(sub.name, compute)).lowered, make)
+            libraries[compute] = {
+                "prefix": fam.system_lib_prefix(sub.name, compute),
+                # the WebGPU features a device needs to run it
+                "features": FEATURES[compute],
+                # the largest GPU buffer the library needs (weights, prepared weights or activations)
+                "largest_tensor_bytes": meta["largest_tensor_bytes"],
+                # param_dtypes: what the library takes for each stored weight (readers convert the shards'
+                # dtype to it); prepare: the library function that turns them into what the function takes
+                # (run once after loading), where there is one.
+                "functions": {name: {"inputs": f["inputs"], "num_params": len(f["params"]),
+                                     **({"param_dtypes": [p["dtype"] for p in f["params"]]} if f["params"] else {}),
+                                     **({"prepare": f["prepare"]} if f.get("prepare") else {})}
+                              for name, f in meta["functions"].items()},
+            }
+        record = {"libraries": libraries}
         if sub.folder:
-            cache = p.params_dir / "tensor-cache.json"
+            cache = ArtifactPaths(root, sub.name).params_dir / "tensor-cache.json"
             record["params"] = file_record(root, cache, make)
             record["params"]["total_bytes"] = json.loads(cache.read_text())["metadata"]["total_bytes"]
         submodules[sub.name] = record
 
-    latents = submodules["unet"]["functions"]["unet"]["inputs"][0]["shape"]
+    latents = submodules["unet"]["libraries"]["float32"]["functions"]["unet"]["inputs"][0]["shape"]
     manifest = {
         "format": FORMAT,
         "version": ARTIFACT_VERSION,
@@ -67,7 +77,7 @@ def main():
         "wasm": file_record(root, root / fam.wasm_name, make),
         "latent_shape": latents,
         "image": {"height": latents[2] * 8, "width": latents[3] * 8},
-        "max_text_length": submodules["clip"]["functions"]["clip"]["inputs"][0]["shape"][1],
+        "max_text_length": submodules["clip"]["libraries"]["float32"]["functions"]["clip"]["inputs"][0]["shape"][1],
         "submodules": submodules,
         "schedulers": {name: file_record(root, paths.scheduler_dir / file, make) for name, file in FILES.items()},
         "tokenizer": {name: file_record(root, paths.tokenizer_dir / folder / name, make)

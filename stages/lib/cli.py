@@ -34,9 +34,30 @@ class StageError(Exception):
     """A failure the user can fix; the message says what is wrong and which command fixes it."""
 
 
+# A submodule's float16 library (float16 weights and activations, float32 accumulation; for adapters with the
+# WebGPU feature shader-f16) is built beside its float32 one under the submodule's name + this suffix:
+# artifacts/sd15-tiny/unet-f16/ holds the lowered, scheduled and compiled forms of unet's float16 library.
+FLOAT16_SUFFIX = "-f16"
+
+
+def split_library(name: str) -> tuple[str, str]:
+    """'unet-f16' -> ('unet', 'float16'); 'unet' -> ('unet', 'float32')."""
+    if name.endswith(FLOAT16_SUFFIX):
+        return name[: -len(FLOAT16_SUFFIX)], "float16"
+    return name, "float32"
+
+
+def library_name(submodule: str, compute: str) -> str:
+    return submodule + (FLOAT16_SUFFIX if compute == "float16" else "")
+
+
 @dataclass(frozen=True)
 class ArtifactPaths:
-    """Where each stage's files live: artifacts/<variant>/<submodule>/<file>.v<version>.<ext>."""
+    """Where each stage's files live: artifacts/<variant>/<library>/<file>.v<version>.<ext>.
+
+    `submodule` may name a submodule's float16 library ('unet-f16'): its lowered, scheduled and compiled
+    forms live in their own folder, while the traced module, the parameter transform and the weights are the
+    submodule's (one download serves both libraries)."""
 
     variant_dir: Path
     submodule: str | None = None
@@ -51,25 +72,37 @@ class ArtifactPaths:
         return self.variant.split("-", 1)[0]
 
     @property
+    def base_submodule(self) -> str:
+        """The submodule this library is of ('unet' for 'unet-f16')."""
+        assert self.submodule, "this artifact belongs to a submodule"
+        return split_library(self.submodule)[0]
+
+    @property
+    def compute(self) -> str:
+        """The dtype the library computes in: float32, or float16 for a '-f16' library."""
+        return split_library(self.submodule)[1]
+
+    @property
     def sub_dir(self) -> Path:
         assert self.submodule, "this artifact belongs to a submodule"
         return self.variant_dir / self.submodule
 
-    def _file(self, stem: str, ext: str) -> Path:
-        return self.sub_dir / f"{stem}.v{ARTIFACT_VERSION}.{ext}"
+    def _file(self, stem: str, ext: str, folder: Path | None = None) -> Path:
+        return (folder or self.sub_dir) / f"{stem}.v{ARTIFACT_VERSION}.{ext}"
 
-    # Per submodule, in build order.
+    # Per submodule, shared by its libraries, in build order.
     @property
     def traced(self) -> Path:
-        return self._file("traced", "json")
-
-    @property
-    def lowered(self) -> Path:
-        return self._file("lowered", "json")
+        return self._file("traced", "json", self.variant_dir / self.base_submodule)
 
     @property
     def transform_params(self) -> Path:
-        return self._file("transform_params", "json")
+        return self._file("transform_params", "json", self.variant_dir / self.base_submodule)
+
+    # Per library.
+    @property
+    def lowered(self) -> Path:
+        return self._file("lowered", "json")
 
     def scheduled(self, target: str) -> Path:
         return self._file(f"scheduled.{target}", "json")
@@ -79,7 +112,7 @@ class ArtifactPaths:
 
     @property
     def params_dir(self) -> Path:
-        return self.sub_dir / f"params.v{ARTIFACT_VERSION}"
+        return self.variant_dir / self.base_submodule / f"params.v{ARTIFACT_VERSION}"
 
     # Per variant.
     @property
@@ -105,7 +138,8 @@ def stage_parser(description: str, *, submodule: bool = True, weights: bool = Fa
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--variant-dir", type=Path, required=True, help="artifacts/<variant>, e.g. artifacts/sd15-tiny")
     if submodule:
-        parser.add_argument("--submodule", required=True, help="clip, unet, vae or sched")
+        parser.add_argument("--submodule", required=True,
+                            help=f"clip, unet, vae or sched; with {FLOAT16_SUFFIX}, its float16 library (unet{FLOAT16_SUFFIX})")
     if weights:
         parser.add_argument("--weights", type=Path, required=True, help="diffusers folder (save_pretrained layout)")
     return parser
@@ -117,7 +151,7 @@ def paths_from(args: argparse.Namespace) -> ArtifactPaths:
         # An unknown model or submodule is named as such, before any stage looks for its (missing) inputs.
         from .models import family
 
-        family(paths.family).submodule(paths.submodule)
+        family(paths.family).library(paths.submodule)
     return paths
 
 

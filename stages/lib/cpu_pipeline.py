@@ -1,6 +1,7 @@
 """Text to image over the compiled CPU libraries: the Python twin of web/runtime/pipeline.js.
 
-    pipe = CompiledPipeline(Path("artifacts/sd15-tiny"), tokenizer_dir=Path("artifacts/sd15-tiny/weights/tokenizer"))
+    pipe = CompiledPipeline(Path("artifacts/sd15-tiny"), tokenizer_dir=Path("artifacts/sd15-tiny/weights/tokenizer"),
+                            compute="float32")  # or "float16": each submodule's float16 library where it has one
     rgba = pipe.generate("a cat", negative="", seed=0, steps=20, scheduler="dpm", guidance=7.5)
 
 It runs the same compiled functions in the same order as the web runtime (clip -> scheduler loop of
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import ArtifactPaths, StageError
+from .cli import ArtifactPaths, StageError, library_name
 from .models import family
 from .noise import gaussian_noise
 from .relax_io import load_meta
@@ -26,7 +27,7 @@ MAX_LENGTH = 77
 
 
 class CompiledPipeline:
-    def __init__(self, variant_dir: Path, tokenizer_dir: Path):
+    def __init__(self, variant_dir: Path, tokenizer_dir: Path, compute: str = "float32"):
         import tvm
         from transformers import CLIPTokenizer
         from tvm import relax
@@ -35,15 +36,17 @@ class CompiledPipeline:
         fam = family(self.paths.family)
         self.vms, self.params, self.metas = {}, {}, {}
         for sub in fam.submodules:
-            p = ArtifactPaths(self.paths.variant_dir, sub.name)
+            p = ArtifactPaths(self.paths.variant_dir, library_name(sub.name, compute if compute in sub.computes
+                                                                    else "float32"))
             lib = p.lib("cpu")
             if not lib.exists():
                 raise StageError(f"missing {lib}; build it with `make {fam.name} WEIGHTS=...`")
             self.vms[sub.name] = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
             self.metas[sub.name] = load_meta(p.lowered, f"make {fam.name} WEIGHTS=...")
             if sub.folder:
-                # Widened to the library's dtypes as web/runtime/params.js does: the same float32 values.
-                stored, _ = load_params(p.params_dir, tvm.cpu())
+                # Converted to the library's dtypes as web/runtime/params.js does: the same values.
+                (fmeta,) = [f for f in self.metas[sub.name]["functions"].values() if f["params"]]
+                stored, _ = load_params(p.params_dir, tvm.cpu(), [w["dtype"] for w in fmeta["params"]])
                 self.params[sub.name] = prepare_params(self.vms[sub.name], self.metas[sub.name], stored)
         self.tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
         self.tvm = tvm

@@ -20,6 +20,13 @@ class Submodule:
     folder: str | None
     # Source tensors this submodule does not use, as name prefixes (declared, never silently skipped).
     unused_prefixes: tuple[str, ...] = ()
+    # Whether it also gets a float16 library (`<name>-f16`), which runtimes choose where the WebGPU adapter has
+    # shader-f16. Not for submodules without weights (the scheduler math is float32 by design).
+    float16: bool = False
+
+    @property
+    def computes(self) -> tuple[str, ...]:
+        return ("float32", "float16") if self.float16 else ("float32",)
 
 
 @dataclass(frozen=True)
@@ -39,10 +46,26 @@ class Family:
         known = ", ".join(s.name for s in self.submodules)
         raise StageError(f"model {self.name} has no submodule {name!r} (it has: {known})")
 
-    def system_lib_prefix(self, submodule: str) -> str:
+    def library(self, name: str) -> Submodule:
+        """The submodule of library `name` ('unet' or its float16 library 'unet-f16'), checked to exist."""
+        from .cli import FLOAT16_SUFFIX, split_library
+
+        base, compute = split_library(name)
+        sub = self.submodule(base)
+        if compute not in sub.computes:
+            raise StageError(f"model {self.name}: submodule {base} has no float16 library ({base}{FLOAT16_SUFFIX}); "
+                             f"it computes in float32 only")
+        return sub
+
+    def libraries(self) -> list[tuple[Submodule, str]]:
+        """Every (submodule, compute dtype) pair the family's .wasm holds a library for."""
+        return [(sub, compute) for sub in self.submodules for compute in sub.computes]
+
+    def system_lib_prefix(self, submodule: str, compute: str = "float32") -> str:
         # TVM 0.27 crashes on a system_lib_prefix shorter than 8 bytes (it becomes an inline small string
         # that `IRModule.get_attr` cannot return); family + submodule names keep every prefix longer.
-        prefix = f"{self.name}_{submodule}_"
+        # The prefix becomes part of C symbol names: 'sd15_unet_f16_', not the folder name 'unet-f16'.
+        prefix = f"{self.name}_{submodule}_" + ("f16_" if compute == "float16" else "")
         assert len(prefix) >= 8, prefix
         return prefix
 
@@ -85,9 +108,9 @@ SD15 = Family(
     name="sd15",
     wasm_name="stable_diffusion_webgpu.wasm",
     submodules=(
-        Submodule("clip", "text_encoder", unused_prefixes=("text_model.embeddings.position_ids",)),
-        Submodule("unet", "unet"),
-        Submodule("vae", "vae", unused_prefixes=("encoder.", "quant_conv.")),
+        Submodule("clip", "text_encoder", unused_prefixes=("text_model.embeddings.position_ids",), float16=True),
+        Submodule("unet", "unet", float16=True),
+        Submodule("vae", "vae", unused_prefixes=("encoder.", "quant_conv."), float16=True),
         Submodule("sched", None),
     ),
     tokenizer_folders=("tokenizer",),

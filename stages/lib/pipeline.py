@@ -1,9 +1,10 @@
 """The one Relax compilation pipeline, phase by phase (after mlc-llm's compiler_pass/pipeline.py).
 
     transform stage (target-independent):  1 canonicalize -> 2 lift parameter transforms (build time)
-                                           -> 3 rewrites with load-time weight work -> 4 legalize and fuse
-    tune stage (per target):                5 schedule (MetaSchedule database, then dlight for the rest)
-    export-lib stage (per target):          6 lower dataflow -> 7 finalize (memory planning, VM lowering)
+                                           -> 3 compute precision (float16 libraries only)
+                                           -> 4 rewrites with load-time weight work -> 5 legalize and fuse
+    tune stage (per target):                6 schedule (MetaSchedule database, then dlight for the rest)
+    export-lib stage (per target):          7 lower dataflow -> 8 finalize (memory planning, VM lowering)
 
 Each phase is a named list of TVM passes; `run_phases` applies a slice of them and can dump the module
 after each phase (`--dump-ir DIR`), so a reader sees what every phase did. Custom passes would live one per
@@ -35,6 +36,16 @@ def lift_parameter_transforms():
     # `<function>_transform_params`, which dump-params runs once on the CPU at build time.
     T = _transform()
     return [T.LiftTransformParams(), T.FoldConstant()]
+
+
+def compute_precision(compute: str = "float32"):
+    # A float16 library: float16 weights and activations, float32 accumulation and reductions.
+    if compute == "float32":
+        return []
+    assert compute == "float16", compute
+    from .passes.float16_weights import Float16Weights
+
+    return [Float16Weights]
 
 
 def load_time_weight_transforms(winograd: bool = True):
@@ -114,7 +125,8 @@ def finalize():
 
 
 TRANSFORM_PHASES = [("canonicalize", canonicalize), ("lift", lift_parameter_transforms),
-                    ("load-time", load_time_weight_transforms), ("legalize-fuse", legalize_and_fuse)]
+                    ("precision", compute_precision), ("load-time", load_time_weight_transforms),
+                    ("legalize-fuse", legalize_and_fuse)]
 EXPORT_PHASES = [("lower-dataflow", lower_dataflow), ("finalize", finalize)]
 
 

@@ -138,11 +138,12 @@ def stored_weights(module, cache_meta: dict):
 
 
 class Compiled:
-    """One submodule's CPU library and tensor cache, loaded as CompiledPipeline loads them (`stored`: in the
+    """One library's CPU build (`unet`, or its float16 library `unet-f16`) and its submodule's tensor cache, loaded
+    as CompiledPipeline loads them (`stored`: in the
     cache's param_names order; `params`: through the library's load-time transform, where it has one); calling
     a function appends `params` after the inputs."""
 
-    def __init__(self, variant_dir: Path, submodule: str):
+    def __init__(self, variant_dir: Path, library: str):
         import tvm
         from tvm import relax
 
@@ -151,12 +152,13 @@ class Compiled:
         from lib.tensor_cache import load_params, prepare_params
 
         self.tvm = tvm
-        paths = ArtifactPaths(Path(variant_dir), submodule)
+        paths = ArtifactPaths(Path(variant_dir), library)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(paths.lib("cpu"))), tvm.cpu())
         self.meta = load_meta(paths.lowered, "make sd15 WEIGHTS=tiny")
         self.params, self.cache_meta, self.stored = [], None, []
-        if submodule in WEIGHTED:
-            self.stored, self.cache_meta = load_params(paths.params_dir, tvm.cpu())
+        if paths.base_submodule in WEIGHTED:
+            (fmeta,) = [f for f in self.meta["functions"].values() if f["params"]]
+            self.stored, self.cache_meta = load_params(paths.params_dir, tvm.cpu(), [p["dtype"] for p in fmeta["params"]])
             self.params = prepare_params(self.vm, self.meta, self.stored)
 
     def __call__(self, function: str, *inputs) -> np.ndarray:

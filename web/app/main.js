@@ -337,7 +337,9 @@ function loadModel(id) {
     const steps = info.schedulers[el.scheduler.value];
     if (steps) el.steps.max = steps[steps.length - 1];
     bar(null);
+    const computes = [...new Set(Object.values(info.compute ?? {}))];
     status(`${entry.label} is ready`, `Loaded in ${formatSeconds(performance.now() - started)}` +
+      (computes.includes("float16") ? ", computing in float16 (this GPU has shader-f16)" : "") +
       (info.warning ? `. ${info.warning}` : info.persistent ? "; kept in this browser for next time." : "."));
     setState("ready");
     app.dev?.modelLoaded(info);

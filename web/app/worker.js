@@ -8,7 +8,7 @@
 // then web/runtime/load.js from the cache, each file verified again [init].
 
 import { AbortedError, DeviceLimitError } from "../runtime/errors.js";
-import { checkManifest, loadModel, modelFiles, parseJSON, requestDevice } from "../runtime/load.js";
+import { checkManifest, chooseLibraries, loadModel, modelFiles, parseJSON, requestDevice } from "../runtime/load.js";
 import { gpuTensorBytes } from "../runtime/params.js";
 import { encodePNG } from "../runtime/png.js";
 import { availableSteps } from "../runtime/schedulers/index.js";
@@ -46,11 +46,14 @@ async function fetchManifest(store, url, signal) {
 }
 
 // Buffers beyond what the GPU can bind fail late and obscurely; say so before downloading the weights. Sizes on
-// the GPU, not in the shards: float16-stored weights are widened to float32 there, and the build records each
-// library's largest tensor (at full size the attention scores, 1 GiB, outgrow every weight).
-function checkBufferLimits(indexes, adapter, manifest) {
-  const largest = Math.max(...indexes.flatMap(({ cache, url }) => gpuTensorBytes(cache, url)),
-    ...Object.values(manifest.submodules).map((s) => s.largest_tensor_bytes ?? 0));
+// the GPU, not in the shards, for the libraries this device will run: float16-stored weights are widened to
+// float32 for a float32 library, and the build records each library's largest tensor (at full size the
+// attention scores, 1 GiB in float32, outgrow every weight).
+function checkBufferLimits(indexes, adapter, libraries) {
+  const largest = Math.max(
+    ...indexes.flatMap(({ cache, url, sub }) => gpuTensorBytes(cache, url, Object.values(libraries[sub].functions)
+      .find((f) => f.num_params > 0)?.param_dtypes)),
+    ...Object.values(libraries).map((lib) => lib.largest_tensor_bytes ?? 0));
   const limit = Math.min(adapter.limits.maxBufferSize, adapter.limits.maxStorageBufferBindingSize);
   if (largest > limit) {
     const mb = (n) => `${Math.round(n / 2 ** 20)} MB`;
@@ -73,6 +76,7 @@ async function load({ modelUrl }, { id, progress }) {
 
     progress({ phase: "device" });
     const { adapter, device } = await requestDevice(navigator.gpu, manifest);
+    const libraries = chooseLibraries(manifest, device.features);
     device.destroy(); // load.js asks for its own; this one only proves there is one
 
     const files = modelFiles(manifest, modelUrl);
@@ -80,12 +84,12 @@ async function load({ modelUrl }, { id, progress }) {
     for (const file of files.filter((f) => f.kind === "weights-index")) {
       await store.ensure(file, signal);
       const cache = parseJSON(await store.read(file, signal), label(file.url));
-      indexes.push({ cache, url: label(file.url) });
+      indexes.push({ cache, url: label(file.url), sub: file.submodule });
       for (const shard of cache.records) {
         files.push({ url: new URL(shard.dataPath, file.url).href, sha256: shard.sha256, bytes: shard.nbytes, kind: "weights" });
       }
     }
-    checkBufferLimits(indexes, adapter, manifest);
+    checkBufferLimits(indexes, adapter, libraries);
 
     progress({ phase: "files", files: files.map((f) => ({ url: f.url, name: label(f.url), bytes: f.bytes, kind: f.kind })) });
     // A few downloads at a time; on a failure the others still finish (and stay cached), then it is reported.
@@ -125,6 +129,8 @@ async function load({ modelUrl }, { id, progress }) {
       downloadBytes: files.reduce((n, f) => n + (f.bytes ?? 0), 0),
       schedulers: Object.fromEntries(Object.entries(model.schedulers).map(([name, consts]) => [name, availableSteps(consts)])),
       adapter: describeAdapter(model.handle.adapter),
+      // the dtype each submodule computes in: float16 where the GPU has shader-f16 and the model a float16 library
+      compute: Object.fromEntries(Object.entries(model.libraries).map(([sub, lib]) => [sub, lib.compute])),
       persistent: store.persistent,
       warning: store.quotaError?.message,
       network: store.stats.network.map(label),

@@ -2,6 +2,7 @@
 //
 //   node web/node/generate.mjs --model artifacts/sd15-tiny/model.json --prompt "a cat" [--negative ""]
 //        [--seed 0] [--steps 20] [--scheduler pndm|dpm|euler] [--guidance 7.5] --out image.png
+//        [--compute auto|float32|float16]
 //
 // `make generate` runs it. With no GPU, Dawn uses SwiftShader when VK_ICD_FILENAMES points at its ICD
 // (the Makefile does that); with a GPU, the GPU. Prints the adapter and per-stage timings.
@@ -15,7 +16,7 @@ import { pathToFileURL, fileURLToPath } from "node:url";
 import { create, globals } from "webgpu";
 
 import { WebSDError } from "../runtime/errors.js";
-import { loadModel } from "../runtime/load.js";
+import { COMPUTES, loadModel } from "../runtime/load.js";
 import { encodePNG } from "../runtime/png.js";
 
 const { values: opt } = parseArgs({
@@ -30,6 +31,8 @@ const { values: opt } = parseArgs({
     out: { type: "string", default: "generated.png" },
     "dawn-toggle": { type: "string", multiple: true, default: [] },
     quiet: { type: "boolean", default: false },
+    // auto: each submodule's float16 library where the adapter has shader-f16, else float32
+    compute: { type: "string", default: "auto" },
   },
 });
 
@@ -40,6 +43,7 @@ function fail(message) {
 
 async function main() {
   if (!opt.model) fail("--model artifacts/<variant>/model.json is required");
+  if (!COMPUTES.includes(opt.compute)) fail(`--compute must be one of ${COMPUTES.join(", ")}, not ${opt.compute}`);
   Object.assign(globalThis, globals);
   const gpu = create(opt["dawn-toggle"].map((t) => `enable-dawn-features=${t}`));
   const manifestUrl = pathToFileURL(resolve(opt.model)).href;
@@ -51,9 +55,11 @@ async function main() {
     }
   };
   const t0 = performance.now();
-  const model = await loadModel({ manifestUrl, gpu, fetchFile, logger: opt.quiet ? () => {} : console.error });
+  const model = await loadModel({ manifestUrl, gpu, fetchFile, compute: opt.compute,
+                                  logger: opt.quiet ? () => {} : console.error });
   const info = model.handle.adapter.info ?? {};
   console.log(`adapter: ${[info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ") || "unknown"}`);
+  console.log(`compute: ${Object.entries(model.libraries).map(([sub, lib]) => `${sub} ${lib.compute}`).join(", ")}`);
   console.log(`load: ${(performance.now() - t0).toFixed(0)} ms`);
   const settings = { prompt: opt.prompt, negative: opt.negative, seed: Number(opt.seed), steps: Number(opt.steps),
                      scheduler: opt.scheduler, guidance: Number(opt.guidance) };

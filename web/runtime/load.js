@@ -35,7 +35,8 @@ export function checkManifest(manifest, url) {
 }
 
 /**
- * Every file a model needs, in download order: [{url, sha256, bytes, kind}]. Shards are listed once the
+ * Every file a model needs, in download order: [{url, sha256, bytes, kind}] (weight indexes also name their
+ * `submodule`). Shards are listed once the
  * tensor-cache files are known, so this takes the parsed caches ({sub: cache}) when they are.
  */
 export function modelFiles(manifest, manifestUrl) {
@@ -44,12 +45,50 @@ export function modelFiles(manifest, manifestUrl) {
     abs(manifest.wasm, "library"),
     ...Object.values(manifest.tokenizer).map((r) => abs(r, "tokenizer")),
     ...Object.values(manifest.schedulers).map((r) => abs(r, "scheduler")),
-    ...Object.values(manifest.submodules).filter((s) => s.params).map((s) => abs(s.params, "weights-index")),
+    ...Object.entries(manifest.submodules).filter(([, s]) => s.params)
+      .map(([sub, s]) => ({ ...abs(s.params, "weights-index"), submodule: sub })),
   ];
 }
 
-/** An adapter and a device fit for `manifest`, or a NoWebGPUError / MissingFeatureError saying what to do. */
-export async function requestDevice(gpu, manifest = { required_features: [] }, optionalFeatures = []) {
+// Which of a submodule's libraries to run: "auto" takes each submodule's float16 library where the device
+// has its features (shader-f16), "float32" always the float32 one, "float16" insists on float16.
+export const COMPUTES = ["auto", "float32", "float16"];
+
+/** The WebGPU features the libraries `compute` may choose would use (requested when the adapter has them). */
+export function wantedFeatures(manifest, compute = "auto") {
+  if (compute === "float32") return [];
+  const features = Object.values(manifest.submodules).flatMap((s) => s.libraries.float16?.features ?? []);
+  return [...new Set(features)];
+}
+
+/**
+ * {submodule: library record + {compute}}: the library each submodule runs on a device with `features`
+ * (a set-like of feature names). With compute "float16", a device without the float16 libraries' features
+ * gets a MissingFeatureError.
+ */
+export function chooseLibraries(manifest, features, compute = "auto") {
+  if (!COMPUTES.includes(compute)) throw new Error(`compute must be one of ${COMPUTES.join(", ")}, not ${compute}`);
+  const chosen = {};
+  for (const [sub, rec] of Object.entries(manifest.submodules)) {
+    const half = rec.libraries.float16;
+    const usable = half && half.features.every((f) => features.has(f));
+    if (compute === "float16" && half && !usable) {
+      throw new MissingFeatureError(`float16 compute needs the WebGPU feature(s) ${half.features.join(", ")}, which ` +
+        "this GPU/browser does not offer; use float32 compute (the default picks it by itself).");
+    }
+    const name = compute !== "float32" && usable ? "float16" : "float32";
+    chosen[sub] = { ...rec.libraries[name], compute: name };
+  }
+  return chosen;
+}
+
+/**
+ * An adapter and a device fit for `manifest`, or a NoWebGPUError / MissingFeatureError saying what to do.
+ * The device gets the features of the libraries `compute` may choose (see chooseLibraries) where the adapter
+ * has them.
+ */
+export async function requestDevice(gpu, manifest = { required_features: [], submodules: {} }, optionalFeatures = [],
+                                    compute = "auto") {
   if (!gpu) {
     throw new NoWebGPUError(
       "This browser does not offer WebGPU (navigator.gpu is missing). Use a current Chrome or Edge (113 or " +
@@ -74,7 +113,7 @@ export async function requestDevice(gpu, manifest = { required_features: [] }, o
   }
   let device;
   try {
-    const extra = optionalFeatures.filter((f) => adapter.features.has(f));
+    const extra = [...new Set([...optionalFeatures, ...wantedFeatures(manifest, compute)])].filter((f) => adapter.features.has(f));
     device = await adapter.requestDevice({
       requiredLimits: deviceLimits(adapter),
       requiredFeatures: [...(manifest.required_features ?? []), ...extra],
@@ -91,12 +130,15 @@ export async function requestDevice(gpu, manifest = { required_features: [] }, o
  *   fetchFile   async (url, {sha256, bytes, kind}) -> Uint8Array (verified again here)
  *   onProgress  ({phase: "manifest"|"device"|"library"|"tokenizer"|"scheduler"|"weights"|"ready", ...})
  *   onDeviceLost(DeviceLostError)
- *   makeParams  optional (handle, cache, cacheUrl) -> tensors, instead of downloading shards (benchmarks
- *               fill full-size weights on the GPU machine itself; nothing that large can be carried there)
+ *   makeParams  optional (handle, cache, cacheUrl, dtypes) -> tensors in the library's `dtypes`, instead of
+ *               downloading shards (benchmarks fill full-size weights on the GPU machine itself; nothing that
+ *               large can be carried there)
+ *   compute     "auto" (default: float16 libraries where the device has shader-f16), "float32" or "float16"
  *   optionalFeatures, onDevice(device)  for development tools (e.g. "timestamp-query" and a profiler)
+ * The model's `libraries` says which library each submodule runs ({sub: {compute, prefix, ...}}).
  */
 export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () => {}, onDeviceLost, logger = () => {}, tvmjs,
-                                  makeParams, optionalFeatures = [], onDevice }) {
+                                  makeParams, compute = "auto", optionalFeatures = [], onDevice }) {
   const fetchVerified = async (url, opts = {}) => {
     const bytes = await fetchFile(url, opts);
     if (opts.sha256) await verify(bytes, opts.sha256, url);
@@ -107,7 +149,14 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
   const at = (rec) => new URL(rec.path, manifestUrl).href;
 
   onProgress({ phase: "device" });
-  const { adapter, device } = await requestDevice(gpu, manifest, optionalFeatures);
+  const { adapter, device } = await requestDevice(gpu, manifest, optionalFeatures, compute);
+  let libraries;
+  try {
+    libraries = chooseLibraries(manifest, device.features, compute);
+  } catch (err) {
+    device.destroy();
+    throw err;
+  }
   onDevice?.(device);
   device.lost?.then((info) => {
     if (info.reason !== "destroyed") onDeviceLost?.(new DeviceLostError(`The GPU device was lost (${info.message || info.reason}); reload the page to start again.`));
@@ -136,20 +185,22 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
   const params = {};
   try {
     for (const [sub, rec] of Object.entries(manifest.submodules)) {
-      vms[sub] = openVM(handle, rec.prefix);
+      const library = libraries[sub];
+      vms[sub] = openVM(handle, library.prefix);
       if (!rec.params) continue;
       onProgress({ phase: "weights", submodule: sub });
       const cacheUrl = at(rec.params);
       const cache = checkTensorCache(parseJSON(await fetchVerified(cacheUrl, { ...rec.params, kind: "weights-index" }), cacheUrl),
         { family: manifest.family, submodule: sub, url: cacheUrl });
-      const [fn, info] = Object.entries(rec.functions).find(([, f]) => f.num_params > 0);
+      const [fn, info] = Object.entries(library.functions).find(([, f]) => f.num_params > 0);
       if (cache.metadata.param_names.length !== info.num_params || cache.metadata.function !== fn) {
         throw new FormatError(`${cacheUrl} does not match the library: ${cache.metadata.param_names.length} tensors for ` +
           `${cache.metadata.function}, the library's ${fn} takes ${info.num_params}; rebuild the model`);
       }
       const stored = makeParams
-        ? await makeParams(handle, cache, cacheUrl)
-        : await loadTensorCache(handle, cache, cacheUrl, (url, o) => fetchVerified(url, { ...o, kind: "weights" }));
+        ? await makeParams(handle, cache, cacheUrl, info.param_dtypes)
+        : await loadTensorCache(handle, cache, cacheUrl, (url, o) => fetchVerified(url, { ...o, kind: "weights" }),
+          info.param_dtypes);
       params[sub] = info.prepare ? prepareParams(handle, vms[sub], info.prepare, stored) : stored;
     }
   } catch (err) {
@@ -158,5 +209,5 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
     throw err;
   }
   onProgress({ phase: "ready" });
-  return new StableDiffusion({ handle, manifest, vms, params, tokenizer, schedulers });
+  return new StableDiffusion({ handle, manifest, libraries, vms, params, tokenizer, schedulers });
 }

@@ -1,10 +1,12 @@
 // Weights: a tvmjs tensor cache (tensor-cache.json + shards, written by stages/dump_params.py) onto the GPU.
 // Each shard is verified against the sha256 in the cache file before a byte of it is used.
 //
-// Shards store float32 parameters as float16 by default (half the download) while the library computes in
-// float32: each record keeps its stored dtype, metadata.param_dtypes names the dtype the library takes, and a
-// float16 record is widened on the CPU, one tensor at a time, into a float32 GPU tensor. Widening is exact,
-// so the GPU gets the same values as the CPU pipeline (stages/lib/tensor_cache.py).
+// Shards store float32 parameters as float16 by default (half the download). Each record keeps its stored
+// dtype; the library says which dtype it takes per parameter (the manifest's `param_dtypes`: float32 for a
+// submodule's float32 library, float16 for its float16 one; metadata.param_dtypes records the float32
+// library's). A record in another dtype is converted on the CPU, one tensor at a time: float16 -> float32 is
+// exact, float32 -> float16 rounds to nearest even, so the GPU gets the same values as the CPU pipeline
+// (stages/lib/tensor_cache.py).
 
 import { FormatError } from "./errors.js";
 import { verify } from "./integrity.js";
@@ -16,7 +18,7 @@ export const CACHE_VERSION = 1;
 const dtypeBytes = (dtype) => Number(/\d+$/.exec(dtype)?.[0] ?? NaN) / 8;
 const elements = (shape) => shape.reduce((n, d) => n * d, 1);
 // (stored -> taken by the library) conversions a loader may make; any other mismatch is a broken cache.
-const WIDENINGS = new Set(["float16->float32"]);
+const CONVERSIONS = new Set(["float16->float32", "float32->float16"]);
 
 /** Checks a parsed tensor-cache.json against what the library expects of this submodule. */
 export function checkTensorCache(cache, { family, submodule, url }) {
@@ -32,19 +34,24 @@ export function checkTensorCache(cache, { family, submodule, url }) {
   return cache;
 }
 
-/** {name -> dtype the library takes} for every parameter of `cache` (metadata.param_dtypes). */
-export function libraryDtypes(cache, url) {
-  const { param_names: names, param_dtypes: dtypes } = cache.metadata;
+/**
+ * {name -> dtype the library takes} for every parameter of `cache`: `libraryDtypes` (the library's, in
+ * param_names order, from the manifest) or else the float32 library's (metadata.param_dtypes).
+ */
+export function libraryDtypes(cache, url, libraryDtypes = undefined) {
+  const { param_names: names, param_dtypes: float32Dtypes } = cache.metadata;
+  const dtypes = libraryDtypes ?? float32Dtypes;
   if (!Array.isArray(names) || !Array.isArray(dtypes) || dtypes.length !== names.length) {
     throw new FormatError(`${url}: the tensor cache does not say which dtype the library takes for each parameter ` +
-      "(metadata.param_dtypes); rebuild the model");
+      `(${libraryDtypes ? "it has " + names?.length + " parameters, the library takes " + dtypes.length : "metadata.param_dtypes"}); ` +
+      "rebuild the model");
   }
   return new Map(names.map((n, i) => [n, dtypes[i]]));
 }
 
-/** Bytes each parameter takes on the GPU: in the dtype the library takes, which may be wider than the stored one. */
-export function gpuTensorBytes(cache, url) {
-  const dtypes = libraryDtypes(cache, url);
+/** Bytes each parameter takes on the GPU: in the dtype the library takes, which may differ from the stored one. */
+export function gpuTensorBytes(cache, url, dtypesOfLibrary = undefined) {
+  const dtypes = libraryDtypes(cache, url, dtypesOfLibrary);
   return cache.records.flatMap((shard) => shard.records.filter((r) => dtypes.has(r.name))
     .map((r) => elements(r.shape) * dtypeBytes(dtypes.get(r.name))));
 }
@@ -87,6 +94,49 @@ export function widenFloat16(halves, out = new Uint32Array(halves.length)) {
   return out;
 }
 
+/**
+ * float32 values -> float16 bit patterns, rounded to nearest even (as numpy's astype); `out` (a Uint16Array of
+ * the same length) is reused if given. Returns the index of the first finite value beyond float16's range
+ * (which would become inf) as `overflow`, or -1.
+ */
+export function narrowToFloat16(floats, out = new Uint16Array(floats.length)) {
+  const bits = new Uint32Array(floats.buffer, floats.byteOffset, floats.length);
+  let overflow = -1;
+  for (let i = 0; i < bits.length; ++i) {
+    const x = bits[i];
+    const sign = (x >>> 16) & 0x8000;
+    const exponent = (x >>> 23) & 0xff;
+    const mantissa = x & 0x7fffff;
+    let h;
+    if (exponent === 0xff) {
+      h = sign | 0x7c00 | (mantissa ? 0x200 | (mantissa >>> 13) : 0); // inf; NaN stays a (quiet) NaN
+    } else if (exponent > 142) {
+      h = sign | 0x7c00; // beyond 65520: inf (reported)
+      if (overflow < 0) overflow = i;
+    } else if (exponent >= 113) {
+      // Normal half: rebias 127 -> 15 and round the 13 dropped bits to nearest even; a carry may ripple into
+      // the exponent, which is what rounding up to the next binade (or to inf) means.
+      const base = ((exponent - 112) << 10) | (mantissa >>> 13);
+      const rest = mantissa & 0x1fff;
+      h = base + (rest > 0x1000 || (rest === 0x1000 && (base & 1)) ? 1 : 0);
+      if (h >= 0x7c00 && overflow < 0) overflow = i;
+      h |= sign;
+    } else if (exponent >= 102) {
+      // Subnormal half: the value in units of 2^-24, rounded to nearest even.
+      const full = mantissa | 0x800000;
+      const shift = 126 - exponent;
+      const base = full >>> shift;
+      const rest = full & ((1 << shift) - 1);
+      const half = 1 << (shift - 1);
+      h = sign | (base + (rest > half || (rest === half && (base & 1)) ? 1 : 0));
+    } else {
+      h = sign; // below half the smallest subnormal: +-0
+    }
+    out[i] = h;
+  }
+  return { halves: out, overflow };
+}
+
 /** The float16 values in bytes[start, start + nbytes) as a Uint16Array (copied when not 2-byte aligned). */
 function halvesAt(bytes, start, nbytes) {
   const offset = bytes.byteOffset + start;
@@ -99,12 +149,13 @@ function halvesAt(bytes, start, nbytes) {
  * `cache` and uploads its tensors to the GPU. Returns the tensors in the order of metadata.param_names,
  * detached from any tvmjs scope (the caller disposes them).
  */
-export async function loadTensorCache(handle, cache, cacheUrl, fetchFile) {
+export async function loadTensorCache(handle, cache, cacheUrl, fetchFile, dtypesOfLibrary = undefined) {
   const { tvm } = handle;
-  const dtypes = libraryDtypes(cache, cacheUrl);
+  const dtypes = libraryDtypes(cache, cacheUrl, dtypesOfLibrary);
   const byName = new Map();
-  // One scratch buffer for every widened tensor, grown to the largest: writeBuffer copies it at once.
-  let scratch = new Uint32Array(0);
+  // One scratch buffer for every converted tensor, grown to the largest: writeBuffer copies it at once.
+  let scratch = new ArrayBuffer(0);
+  const scratchOf = (bytes) => (scratch.byteLength < bytes ? (scratch = new ArrayBuffer(bytes)) : scratch);
   try {
     for (const shard of cache.records) {
       const url = new URL(shard.dataPath, cacheUrl).href;
@@ -114,8 +165,8 @@ export async function loadTensorCache(handle, cache, cacheUrl, fetchFile) {
         if (rec.format !== "raw") throw new FormatError(`${url}: ${rec.name} has encoding ${rec.format}, expected raw`);
         const dtype = dtypes.get(rec.name);
         if (dtype === undefined) continue; // not a parameter of the library's function
-        const widen = rec.dtype !== dtype;
-        if (widen && !WIDENINGS.has(`${rec.dtype}->${dtype}`)) {
+        const conversion = `${rec.dtype}->${dtype}`;
+        if (rec.dtype !== dtype && !CONVERSIONS.has(conversion)) {
           throw new FormatError(`${url}: tensor ${rec.name} is stored as ${rec.dtype}, but the library takes ${dtype}; rebuild the model`);
         }
         const count = elements(rec.shape);
@@ -125,10 +176,17 @@ export async function loadTensorCache(handle, cache, cacheUrl, fetchFile) {
         }
         const tensor = tvm.withNewScope(() => tvm.detachFromCurrentScope(tvm.empty(rec.shape, dtype, handle.gpu)));
         byName.set(rec.name, tensor);
-        if (widen) {
-          if (scratch.length < count) scratch = new Uint32Array(count);
-          const wide = widenFloat16(halvesAt(bytes, rec.byteOffset, rec.nbytes), scratch.subarray(0, count));
+        if (conversion === "float16->float32") {
+          const wide = widenFloat16(halvesAt(bytes, rec.byteOffset, rec.nbytes), new Uint32Array(scratchOf(count * 4), 0, count));
           tensor.copyFromRawBytes(new Uint8Array(wide.buffer, 0, count * 4));
+        } else if (conversion === "float32->float16") {
+          const floats = new Float32Array(bytes.slice(rec.byteOffset, rec.byteOffset + rec.nbytes).buffer);
+          const { halves, overflow } = narrowToFloat16(floats, new Uint16Array(scratchOf(count * 2), 0, count));
+          if (overflow >= 0) {
+            throw new FormatError(`${url}: tensor ${rec.name} holds ${floats[overflow]}, beyond float16's range: this ` +
+              "model needs float32 compute (load it with compute float32)");
+          }
+          tensor.copyFromRawBytes(new Uint8Array(halves.buffer, 0, count * 2));
         } else {
           tensor.copyFromRawBytes(bytes.subarray(rec.byteOffset, rec.byteOffset + rec.nbytes));
         }

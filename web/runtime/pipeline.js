@@ -12,13 +12,14 @@ export class StableDiffusion {
   /**
    * @param handle     from instantiateLibrary()
    * @param manifest   the variant's model.json
+   * @param libraries  { clip, unet, vae, sched }: the library each runs (chooseLibraries(): prefix, compute, ...)
    * @param vms        { clip, unet, vae, sched } from openVM()
    * @param params     { clip, unet, vae }: tensors in each function's parameter order
    * @param tokenizer  from loadTokenizer()
    * @param schedulers { pndm, dpm, euler }: parsed scheduler constant files
    */
-  constructor({ handle, manifest, vms, params, tokenizer, schedulers }) {
-    Object.assign(this, { handle, manifest, vms, params, tokenizer, schedulers });
+  constructor({ handle, manifest, libraries = {}, vms, params, tokenizer, schedulers }) {
+    Object.assign(this, { handle, manifest, libraries, vms, params, tokenizer, schedulers });
     this.busy = false;
   }
 

@@ -37,6 +37,11 @@ KERNEL = 3
 MIN_CHANNELS = 16
 # Output tiles (over the batch) from which m = 4 is used: enough 4 x 4 tiles to give the GEMM rows.
 MIN_TILES_FOR_4 = 128
+# The transforms and the GEMM's accumulator compute in float32; the transformed weights and inputs are stored
+# in the conv's input dtype (float16 halves their traffic in the float16 library; its Winograd F(4) error
+# stays within the float16 library's tolerance, tests/python/test_build_parity.py).
+ARITHMETIC = "float32"
+STORAGE = ("float32", "float16")
 # TVM's OpPatternKind value kOutEWiseFusable (what convolutions and matmuls are).
 OUT_ELEMWISE_FUSABLE = 4
 
@@ -52,11 +57,11 @@ def transform_matrices(m: int):
 def _coefficient(column, index):
     """`column[index]` for a run-time `index`, as a select chain over the few constant values."""
     values = [float(v) for v in column]
-    expr = tirx.const(values[-1], "float32")
+    expr = tirx.const(values[-1], ARITHMETIC)
     if all(v == values[0] for v in values):
-        return tirx.const(values[0], "float32")
+        return tirx.const(values[0], ARITHMETIC)
     for position in range(len(values) - 2, -1, -1):
-        expr = tirx.Select(index == position, tirx.const(values[position], "float32"), expr)
+        expr = tirx.Select(index == position, tirx.const(values[position], ARITHMETIC), expr)
     return expr
 
 
@@ -68,7 +73,7 @@ def _weighted_sum(terms):
             continue
         term = value if isinstance(coefficient, tirx.FloatImm) and coefficient.value == 1.0 else coefficient * value
         total = term if total is None else total + term
-    return total if total is not None else tirx.const(0.0, "float32")
+    return total if total is not None else tirx.const(0.0, ARITHMETIC)
 
 
 def _separable(matrix, row_index, col_index, load):
@@ -87,7 +92,7 @@ def weight_transform(weight, m: int):
 
     def compute(e, o, i):
         eps, nu = e // alpha, e % alpha
-        return _separable(g_matrix.T, eps, nu, lambda k, l: weight[o, i, k, l])
+        return _separable(g_matrix.T, eps, nu, lambda k, l: weight[o, i, k, l].astype(ARITHMETIC)).astype(weight.dtype)
 
     return te.compute((alpha * alpha, co, ci), compute, name="winograd_weight")
 
@@ -106,18 +111,19 @@ def input_transform(data, m: int, pad: int, out_hw):
         def load(a, b):
             row, col = row0 + a, col0 + b
             inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
-            return tirx.if_then_else(inside, data[batch, c, row, col], tirx.const(0.0, "float32"))
+            return tirx.if_then_else(inside, data[batch, c, row, col].astype(ARITHMETIC), tirx.const(0.0, ARITHMETIC))
 
-        return _separable(b_matrix, eps, nu, load)
+        return _separable(b_matrix, eps, nu, load).astype(data.dtype)
 
     return te.compute((alpha * alpha, n * tiles_h * tiles_w, ci), compute, name="winograd_input")
 
 
-def batched_gemm(v, u):
+def batched_gemm(v, u, accumulate: str):
     alpha2, tiles, ci = (int(d) for d in v.shape)
     co = int(u.shape[1])
     k = te.reduce_axis((0, ci), name="k")
-    return te.compute((alpha2, tiles, co), lambda e, p, o: te.sum(v[e, p, k] * u[e, o, k], axis=k),
+    return te.compute((alpha2, tiles, co),
+                      lambda e, p, o: te.sum(v[e, p, k].astype(accumulate) * u[e, o, k].astype(accumulate), axis=k),
                       name="winograd_gemm")
 
 
@@ -142,7 +148,8 @@ def tile_size(shape) -> int:
 def _rewrite(builder, call):
     data, weight = call.args
     attrs = call.attrs
-    if (data.ty.dtype != "float32" or weight.ty.dtype != "float32"
+    accumulate = str(attrs.out_dtype) if str(attrs.out_dtype) not in ("", "void") else str(data.ty.dtype)
+    if (str(data.ty.dtype) not in STORAGE or str(weight.ty.dtype) != str(data.ty.dtype) or accumulate != ARITHMETIC
             or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
             or attrs.out_layout != "NCHW" or int(attrs.groups) != 1
             or [int(s) for s in attrs.strides] != [1, 1] or [int(d) for d in attrs.dilation] != [1, 1]):
@@ -163,7 +170,7 @@ def _rewrite(builder, call):
     m = tile_size(out_shape)
     u = builder.emit(_transform(builder, weight_transform, weight, m, name=f"winograd{m}_weight"))
     v = builder.emit(_transform(builder, input_transform, data, m, pad, out_shape[2:], name=f"winograd{m}_input"))
-    product = builder.emit_te(batched_gemm, v, u, primfunc_name_hint=f"winograd{m}_gemm")
+    product = builder.emit_te(batched_gemm, v, u, accumulate, primfunc_name_hint=f"winograd{m}_gemm")
     return _transform(builder, output_transform, product, m, out_shape, name=f"winograd{m}_output")
 
 

@@ -3,12 +3,13 @@
 //
 //   node run_functions.mjs SPEC.json
 //
-// SPEC: { "model": "<variant>/model.json",
+// SPEC: { "model": "<variant>/model.json", "compute": "auto" (default) | "float32" | "float16",
 //         "calls": [{ "sub": "unet", "fn": "unet", "out": "out.bin",
 //                     "inputs": [{ "file": "x.bin", "dtype": "float32", "shape": [1, 4, 16, 16] }, ...] }, ...] }
 // Each call is `model.vms[sub].fn(fn)(...inputs, ...model.params[sub])`, the inputs raw little-endian files;
 // the output's raw bytes go to `out`. Prints one JSON line on stdout:
-//   { "adapter": "...", "outputs": [{ "shape": [...], "dtype": "float32" }, ...], "gpuErrors": [...] }
+//   { "adapter": "...", "compute": {sub: "float32" | "float16"}, "outputs": [{ "shape": [...], "dtype": "float32" }, ...],
+//     "gpuErrors": [...] }
 // gpuErrors: uncaptured WebGPU errors (handle.gpuErrors) and those of an error scope around all the calls.
 // A failure prints `error: <name>: <message>` on stderr and exits 1.
 
@@ -38,7 +39,7 @@ async function main() {
   const gpu = create([]);
   const fetchFile = async (url) => new Uint8Array(await readFile(fileURLToPath(url)));
   const model = await loadModel({ manifestUrl: pathToFileURL(resolve(spec.model)).href, gpu, fetchFile,
-                                  logger: () => {} });
+                                  compute: spec.compute ?? "auto", logger: () => {} });
   const { handle } = model;
   const { tvm } = handle;
   const info = handle.adapter.info ?? {};
@@ -63,7 +64,8 @@ async function main() {
     .filter(Boolean).map((e) => `error scope: ${e.message}`);
   const gpuErrors = [...handle.gpuErrors, ...scoped];
   const adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
-  process.stdout.write(`${JSON.stringify({ adapter, outputs, gpuErrors })}\n`);
+  const compute = Object.fromEntries(Object.entries(model.libraries).map(([sub, lib]) => [sub, lib.compute]));
+  process.stdout.write(`${JSON.stringify({ adapter, compute, outputs, gpuErrors })}\n`);
   model.dispose();
   void gpu;
 }
