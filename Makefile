@@ -114,14 +114,23 @@ ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
 endif
 
 # ---- setup: Debian packages, the Python venv, npm packages (idempotent) ------------------------------
-APT_PACKAGES := emscripten chromium libvulkan1
-setup: build/.apt.stamp .venv/.stamp node_modules/.stamp ## install what the build and tests need
+APT_PACKAGES := emscripten chromium libvulkan1 mesa-vulkan-drivers
+# lavapipe from bookworm-backports, unpacked here (not installed): a CPU Vulkan driver on which Dawn offers
+# shader-f16, for the float16 libraries' WebGPU test (Debian 12's own lavapipe, whose libraries
+# mesa-vulkan-drivers installs, is too old for Dawn). Without it that test is skipped, saying so.
+LAVAPIPE := build/lavapipe/icd.json
+setup: build/.apt.stamp .venv/.stamp node_modules/.stamp $(LAVAPIPE) ## install what the build and tests need
 
 build/.apt.stamp: | build/
 	$(Q)missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "  APT $$missing"; apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	$(Q)touch $@
+
+$(LAVAPIPE): tests/tools/fetch_lavapipe.sh | build/.apt.stamp
+	$(call say,LAVAPIPE,$(@D))
+	$(Q)tests/tools/fetch_lavapipe.sh $(@D) >/dev/null || \
+	  echo "  warning: no lavapipe from bookworm-backports; the float16 WebGPU test will be skipped" >&2
 
 .venv/.stamp: requirements.txt
 	$(call say,VENV,.venv)

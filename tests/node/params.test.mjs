@@ -1,5 +1,6 @@
-// web/runtime/params.js without a GPU: float16 shards widened to the float32 the library takes, exactly, and
-// every other dtype mismatch refused with the file and tensor named.
+// web/runtime/params.js without a GPU: float16 shards widened to the float32 a float32 library takes, exactly;
+// float32 shards narrowed to the float16 a float16 library takes, rounded to nearest even; every other dtype
+// mismatch refused with the file and tensor named.
 //
 //   node --test tests/node/params.test.mjs        (make test-node runs it with the other Node tests)
 //
@@ -12,7 +13,7 @@ import { createHash } from "node:crypto";
 import { test } from "node:test";
 
 import { FormatError } from "../../web/runtime/errors.js";
-import { gpuTensorBytes, libraryDtypes, loadTensorCache, widenFloat16 } from "../../web/runtime/params.js";
+import { gpuTensorBytes, libraryDtypes, loadTensorCache, narrowToFloat16, widenFloat16 } from "../../web/runtime/params.js";
 
 // The value of half-precision bit pattern h by IEEE 754's definition, as a float32 bit pattern (every half is
 // exactly a float32). NaNs keep sign and payload, the payload moved to the top of the float32 mantissa.
@@ -98,12 +99,12 @@ function cacheOf(tensors, { pad = 0 } = {}) {
 const CACHE_URL = "https://example.test/models/sd15-tiny/unet/params.v1/tensor-cache.json";
 const SHARD_URL = "https://example.test/models/sd15-tiny/unet/params.v1/params_shard_0.bin";
 
-async function load(cache, shard) {
+async function load(cache, shard, dtypesOfLibrary = undefined) {
   const { handle, allocated } = fakeHandle();
   const fetched = [];
   const fetchFile = async (url, opts) => { fetched.push([url, opts]); return shard; };
   try {
-    return { tensors: await loadTensorCache(handle, cache, CACHE_URL, fetchFile), allocated, fetched };
+    return { tensors: await loadTensorCache(handle, cache, CACHE_URL, fetchFile, dtypesOfLibrary), allocated, fetched };
   } catch (err) {
     err.allocated = allocated;
     throw err;
@@ -139,10 +140,53 @@ test("gpuTensorBytes counts the library's dtype, not the stored one", () => {
   assert.deepEqual([...libraryDtypes(cache, CACHE_URL)], [["w", "float32"], ["b", "float32"]]);
 });
 
+test("narrowToFloat16 gives back every half it is given widened, and rounds to nearest even in between", () => {
+  const all = Uint16Array.from({ length: 65536 }, (_, h) => h);
+  const { halves, overflow } = narrowToFloat16(new Float32Array(widenFloat16(all).buffer));
+  assert.equal(overflow, -1);
+  for (let h = 0; h < 65536; ++h) {
+    const isNaN = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
+    if (isNaN) assert.ok((halves[h] & 0x7c00) === 0x7c00 && (halves[h] & 0x3ff) !== 0, `NaN ${h} stays NaN`);
+    else assert.equal(halves[h], h, `half ${h.toString(16)}`);
+  }
+  const cases = [
+    [1 + 2 ** -11, 0x3c00], // halfway between 1 and the next half: to the even one, 1
+    [1 + 3 * 2 ** -11, 0x3c02], // halfway, odd below: up
+    [1 + 2 ** -11 + 2 ** -20, 0x3c01], // just above halfway: up
+    [65504, 0x7bff], [65519.99, 0x7bff], // the largest half, and the top of its rounding interval
+    [2 ** -25, 0x0000], [2 ** -25 * 1.5, 0x0001], [3 * 2 ** -25, 0x0002], // subnormal ties and rounding
+    [2 ** -14 - 2 ** -25, 0x0400], // rounds up out of the subnormals into the smallest normal
+    [-2.5, 0xc100], [-0, 0x8000], [2 ** -30, 0x0000], [-Infinity, 0xfc00],
+  ];
+  const narrowed = narrowToFloat16(Float32Array.from(cases.map(([x]) => x)));
+  assert.deepEqual(Array.from(narrowed.halves), cases.map(([, h]) => h));
+  assert.equal(narrowed.overflow, -1);
+  assert.equal(narrowToFloat16(Float32Array.of(1, 65520, 1e9)).overflow, 1, "65520 and above would be inf");
+});
+
+test("a float32 record a float16 library takes becomes a float16 tensor (the library's dtypes, not the cache's)", async () => {
+  const { cache, shard } = cacheOf([
+    { name: "w", dtype: "float32", takes: "float32", shape: [2, 2], bytes: new Uint8Array(Float32Array.of(1, -2.5, 1 + 2 ** -11, 65504).buffer) },
+    { name: "h", dtype: "float16", takes: "float32", shape: [2], bytes: halfBytes(0x3c00, 0x4000) },
+  ]);
+  const { tensors } = await load(cache, shard, ["float16", "float16"]);
+  assert.deepEqual(tensors.map((t) => t.dtype), ["float16", "float16"]);
+  assert.deepEqual(tensors[0].bytes, halfBytes(0x3c00, 0xc100, 0x3c00, 0x7bff));
+  assert.deepEqual(tensors[1].bytes, halfBytes(0x3c00, 0x4000));
+  assert.deepEqual(gpuTensorBytes(cache, CACHE_URL, ["float16", "float16"]), [8, 4]);
+
+  const big = cacheOf([{ name: "w", dtype: "float32", takes: "float32", shape: [2], bytes: new Uint8Array(Float32Array.of(1, 1e6).buffer) }]);
+  await assert.rejects(load(big.cache, big.shard, ["float16"]), (err) => err instanceof FormatError &&
+    err.message === `${SHARD_URL}: tensor w holds 1000000, beyond float16's range: this model needs float32 compute ` +
+      "(load it with compute float32)" && err.allocated.every((t) => t.disposed));
+  await assert.rejects(load(big.cache, big.shard, ["float16", "float16"]), (err) => err instanceof FormatError &&
+    err.message.includes("it has 1 parameters, the library takes 2"));
+});
+
 for (const [stored, takes, bytes] of [
-  ["float32", "float16", new Uint8Array(8)], // narrowing would lose precision
   ["int32", "float32", new Uint8Array(8)], // a different kind of number
   ["float16", "int32", new Uint8Array(4)],
+  ["int32", "float16", new Uint8Array(8)],
 ]) {
   test(`a ${stored} record the library takes as ${takes} is a FormatError naming the file and the tensor`, async () => {
     const { cache, shard } = cacheOf([

@@ -17,6 +17,11 @@ as CompiledPipeline loads it). Both sides widen the same float16-stored weights 
 JavaScript and in numpy), so this compares compiled code alone. Float outputs must agree to a relative error of
 1e-3; the VAE's packed RGBA byte by byte but for a tiny fraction off by one; and WebGPU must report no error.
 
+Float16 libraries: the same calls for CLIP and the UNet through their float16 libraries, on lavapipe (Mesa's CPU
+Vulkan driver, fetched by `make setup`), the one adapter here with shader-f16: their error against the float32
+libraries may be at most twice that of the float16 libraries' CPU builds. The runs above, on SwiftShader, check
+that a device without shader-f16 gets the float32 libraries.
+
 Pipeline: `make generate` (web/node/generate.mjs) against diffusers (stages/reference.py, what `make reference`
 runs) with the full-precision weights, for pndm, dpm and euler, same prompt, negative prompt, seed and guidance:
 PSNR >= 30 dB, and neither image flat.
@@ -151,18 +156,22 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 
 
 class Calls:
-    """Collects function calls: inputs written as raw files for run_functions.mjs, the CPU library's output
-    computed here."""
+    """Collects function calls: inputs written as raw files for run_functions.mjs, the output of the CPU build of
+    the library of `compute` (float32 `unet`, float16 `unet-f16`) computed here."""
 
-    def __init__(self, variant: Path, folder: Path):
-        self.variant, self.folder = variant, folder
+    def __init__(self, variant: Path, folder: Path, compute: str = "float32"):
+        self.variant, self.folder, self.compute = variant, folder, compute
         self.libraries: dict[str, Compiled] = {}
+        self.float32: dict[str, Compiled] = {}
+        self.reference: dict[str, np.ndarray] = {}
         self.spec: list[dict] = []
         self.expected: dict[str, np.ndarray] = {}
 
     def add(self, key: str, sub: str, fn: str, *inputs: np.ndarray) -> None:
         if sub not in self.libraries:
-            self.libraries[sub] = Compiled(self.variant, sub)
+            from lib.cli import library_name
+
+            self.libraries[sub] = Compiled(self.variant, library_name(sub, self.compute))
         entries = []
         for i, array in enumerate(inputs):
             array = np.asarray(array, order="C")  # not ascontiguousarray: it turns 0-d into 1-d
@@ -171,6 +180,9 @@ class Calls:
             entries.append({"file": str(path), "dtype": str(array.dtype), "shape": list(array.shape)})
         self.spec.append({"sub": sub, "fn": fn, "inputs": entries, "out": str(self.folder / f"{key}.out.bin")})
         self.expected[key] = self.libraries[sub](fn, *inputs)
+        if self.compute != "float32":  # and what the float32 library makes of the same inputs
+            self.float32.setdefault(sub, Compiled(self.variant, sub))
+            self.reference[key] = self.float32[sub](fn, *inputs)
 
 
 @pytest.fixture(scope="module")
@@ -206,15 +218,26 @@ def functions(tiny_build, tmp_path_factory, request):
         calls.add(f"lincomb{terms}", "sched", f"lincomb{terms}", coeffs,
                   *(rng.standard_normal(latent_shape, dtype=np.float32) for _ in range(terms)))
 
+    return run_calls(tiny_build, calls, gpu_env(), "auto")
+
+
+def run_calls(build, calls: Calls, env: dict, compute: str) -> dict:
+    """Runs `calls` on WebGPU with run_functions.mjs (libraries chosen as `compute` says; each must be the
+    one the CPU side ran) -> {key: (WebGPU output, CPU output)}."""
+    folder = calls.folder
     spec_path = folder / "spec.json"
-    spec_path.write_text(json.dumps({"model": str(tiny_build.variant / "model.json"), "calls": calls.spec}))
-    run = Guarded(["node", "tests/python/js/run_functions.mjs", spec_path], cwd=tiny_build.tree, env=gpu_env(),
+    spec_path.write_text(json.dumps({"model": str(build.variant / "model.json"), "compute": compute,
+                                     "calls": calls.spec}))
+    run = Guarded(["node", "tests/python/js/run_functions.mjs", spec_path], cwd=build.tree, env=env,
                   log=folder / "run_functions")
     result = run.wait()
     assert result.returncode == 0, f"run_functions.mjs failed:\n{result.stderr[-4000:]}"
     report = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"run_functions.mjs on {report['adapter']}: {run.elapsed:.1f}s, peak {run.peak / 2**20:.0f} MiB")
     assert report["gpuErrors"] == [], report["gpuErrors"]
+    # The libraries the runtime chose are those the CPU side ran (on SwiftShader, without shader-f16, "auto"
+    # must pick float32 everywhere).
+    assert {report["compute"][sub] for sub in calls.libraries} == {calls.compute}, report["compute"]
     out = {}
     for call, meta in zip(calls.spec, report["outputs"]):
         key = Path(call["out"]).name.removesuffix(".out.bin")
@@ -248,6 +271,52 @@ def test_vae_rgba_matches_cpu(functions):
     diff = np.abs(ours_rgba - cpu_rgba)
     # A channel sitting on a rounding edge may round the other way on the GPU.
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
+# ---- float16 libraries on an adapter with shader-f16 ---------------------------------------------------------
+
+LAVAPIPE_ICD = Path(__file__).resolve().parents[2] / "build" / "lavapipe" / "icd.json"
+# The float16 WebGPU library's error against the float32 library may be this many times the error of the
+# float16 library's CPU build on the same inputs: both round to float16 at the same points, in different orders
+# of accumulation, so neither is the other's exact reference (measured on lavapipe: about 1x).
+FLOAT16_ERROR_RATIO = 2.0
+
+
+@pytest.fixture(scope="module")
+def float16_functions(tiny_build, tmp_path_factory):
+    """CLIP and UNet calls through the float16 libraries (compute "float16") on lavapipe, Mesa's CPU Vulkan
+    driver, whose Dawn adapter has shader-f16 (make setup fetches it: tests/tools/fetch_lavapipe.sh). The VAE
+    is left to the CPU parity tests: lavapipe takes two minutes to compile its shaders."""
+    from transformers import CLIPTokenizer
+
+    if not LAVAPIPE_ICD.exists():
+        pytest.skip(f"no {LAVAPIPE_ICD} (lavapipe with shader-f16); `make setup` fetches it")
+    calls = Calls(tiny_build.variant, tmp_path_factory.mktemp("webgpu-float16"), compute="float16")
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_build.weights / "tokenizer")
+    ids = tokenizer(list(PROMPTS), padding="max_length", max_length=77, truncation=True,
+                    return_tensors="np").input_ids.astype(np.int32)
+    calls.add("clip", "clip", "clip", ids)
+    unet = Compiled(tiny_build.variant, "unet-f16").meta["functions"]["unet"]["inputs"]
+    rng = np.random.default_rng(30)
+    for i, (timestep, guidance) in enumerate(((981.0, 7.5), (500.25, 1.0))):
+        calls.add(f"unet{i}", "unet", "unet", rng.standard_normal(unet[0]["shape"], dtype=np.float32),
+                  np.array(timestep, np.float32), rng.standard_normal(unet[2]["shape"], dtype=np.float32),
+                  np.array(guidance, np.float32))
+    env = clean_env()
+    env.update(VK_ICD_FILENAMES=str(LAVAPIPE_ICD), XDG_RUNTIME_DIR=str(calls.folder))
+    outputs = run_calls(tiny_build, calls, env, "float16")
+    return {key: (*outputs[key], calls.reference[key]) for key in outputs}
+
+
+@pytest.mark.parametrize("key", ["clip", "unet0", "unet1"])
+def test_float16_function_matches_cpu(float16_functions, key):
+    ours, cpu16, float32 = float16_functions[key]
+    assert np.isfinite(ours).all()
+    assert float32.std() > 1e-3, "the float32 output is flat: the comparison would prove little"
+    cpu_error, our_error = relative_error(cpu16, float32), relative_error(ours, float32)
+    print(f"{key}: float16 on WebGPU {our_error:.2e}, on the CPU {cpu_error:.2e} from float32")
+    assert 0 < cpu_error < 0.1
+    assert our_error <= FLOAT16_ERROR_RATIO * cpu_error, (our_error, cpu_error)
 
 
 # ---- the whole pipeline: make generate against make reference -------------------------------------------------
