@@ -4,7 +4,9 @@
         [--torch /work/.device/M/torch.json] --out bench/results/2026-11-25-h100-baseline.json
 
 The headline is unet_step_ratio_vs_torch_fp16 = WebGPU per-step UNet time / PyTorch fp16 eager per-step UNet
-time, both measured on the same GPU (batch 2, 64 x 64 latents).
+time, both measured on the same GPU (batch 2, 64 x 64 latents), with stock Dawn (float32 compute on NVIDIA, which
+offers no shader-f16). A float16-compute run (webgpu-<variant>-f16.json, Dawn's unsafe vulkan_enable_f16_on_nvidia
+toggle) goes in its own section, webgpu_float16, with its own ratio.
 """
 
 from __future__ import annotations
@@ -22,6 +24,25 @@ KINDS = [("winograd4_gemm", "winograd_gemm"), ("winograd2_gemm", "winograd_gemm"
          ("matmul", "matmul"), ("softmax", "softmax"), ("layer_norm", "layer_norm")]
 
 
+def figures(run: dict) -> dict:
+    return {k: run[k] for k in ("text_encoder_ms", "unet_step_ms", "vae_ms", "end_to_end_ms", "first_run_total_ms",
+                                "load_ms")}
+
+
+def peak_memory(samples: Path):
+    return max(int(x) for x in samples.read_text().split()) if samples.exists() else None
+
+
+def by_kind(run: dict) -> dict:
+    """UNet GPU time per step by kernel kind, from the run's 2-step profile."""
+    kinds = collections.defaultdict(float)
+    for k in run.get("profile", []):
+        if k["name"].startswith("sd15_unet_"):
+            kind = next((kind for word, kind in KINDS if word in k["name"]), "other")
+            kinds[kind] += k["ms"] / 2  # the profile run has 2 steps
+    return {k: round(v, 1) for k, v in kinds.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, required=True, help="folder holding webgpu-<variant>.json, gpu.txt")
@@ -35,14 +56,8 @@ def main():
     webgpu = json.loads((args.run / f"webgpu-{args.variant}.json").read_text())
     torch = json.loads((args.torch or args.run / "torch.json").read_text())
     name, driver, memory = [x.strip() for x in (args.run / "gpu.txt").read_text().split(",")]
-    mem = args.run / "gpu-mem.txt"
-    peak = max(int(x) for x in mem.read_text().split()) if mem.exists() else None
-    by_kind = collections.defaultdict(float)
-    for k in webgpu.get("profile", []):
-        if k["name"].startswith(("sd15_unet_",)):
-            n = k["name"]
-            kind = next((kind for word, kind in KINDS if word in n), "other")
-            by_kind[kind] += k["ms"] / 2  # the profile run has 2 steps
+    float16_run = args.run / f"webgpu-{args.variant}-f16.json"
+    float16 = json.loads(float16_run.read_text()) if float16_run.exists() else None
     result = {
         "date": datetime.date.today().isoformat(),
         "label": args.label,
@@ -50,11 +65,11 @@ def main():
         "adapter": webgpu["adapter"],
         "versions": {"apache-tvm": "0.27.0.post1", "webgpu (Dawn, npm)": "0.6.2", "torch": torch["torch"]},
         "workload": f"SD 1.5 full size, {webgpu['image']['width']}x{webgpu['image']['height']}, CFG batch 2, "
-                    f"{webgpu['steps']} {webgpu['scheduler']} steps, fp32 compute, random weights",
-        "webgpu": {k: webgpu[k] for k in ("text_encoder_ms", "unet_step_ms", "vae_ms", "end_to_end_ms",
-                                          "first_run_total_ms", "load_ms")},
-        "webgpu_peak_gpu_memory_mib": peak,
-        "unet_gpu_time_per_step_by_kernel_kind_ms": {k: round(v, 1) for k, v in by_kind.items()},
+                    f"{webgpu['steps']} {webgpu['scheduler']} steps, random weights",
+        "compute": webgpu.get("compute", "float32 (before float16 libraries existed)"),
+        "webgpu": figures(webgpu),
+        "webgpu_peak_gpu_memory_mib": peak_memory(args.run / "gpu-mem.txt"),
+        "unet_gpu_time_per_step_by_kernel_kind_ms": by_kind(webgpu),
         "torch": {k: torch[k] for k in ("unet_fp16_ms", "unet_fp32_ms", "unet_fp16_block_medians_ms",
                                         "unet_fp32_block_medians_ms", "host_cpu") if k in torch},
         "unet_step_ratio_vs_torch_fp16": round(webgpu["unet_step_ms"] / torch["unet_fp16_ms"], 2),
@@ -63,10 +78,21 @@ def main():
                         for x in webgpu.get("profile", [])[:15]],
         "notes": args.notes,
     }
+    if float16:
+        result["webgpu_float16"] = {
+            "compute": float16.get("compute"), "dawn_toggles": float16.get("dawn_toggles"), **figures(float16),
+            "peak_gpu_memory_mib": peak_memory(args.run / "gpu-mem-f16.txt"),
+            "unet_gpu_time_per_step_by_kernel_kind_ms": by_kind(float16),
+            "unet_step_ratio_vs_torch_fp16": round(float16["unet_step_ms"] / torch["unet_fp16_ms"], 2),
+            "top_kernels": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in x.items()}
+                            for x in float16.get("profile", [])[:15]],
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{args.label}: unet {result['webgpu']['unet_step_ms']:.1f} ms/step, ratio vs torch fp16 "
-          f"{result['unet_step_ratio_vs_torch_fp16']} -> {args.out}")
+          f"{result['unet_step_ratio_vs_torch_fp16']}"
+          + (f"; float16 compute {float16['unet_step_ms']:.1f} ms/step, ratio "
+             f"{result['webgpu_float16']['unet_step_ratio_vs_torch_fp16']}" if float16 else "") + f" -> {args.out}")
 
 
 if __name__ == "__main__":

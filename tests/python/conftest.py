@@ -41,6 +41,8 @@ PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
 MODEL = "sd15"
 VARIANT = "sd15-tiny"
 SUBMODULES = ("clip", "unet", "vae", "sched")
+# Each submodule's libraries: the float32 one, and a float16 one for those with weights.
+LIBRARIES = SUBMODULES + ("clip-f16", "unet-f16", "vae-f16")
 WEIGHTED = ("clip", "unet", "vae")
 # Variables the Makefile reads with ?=: one set in the caller's environment would change what a test runs.
 MAKE_VARIABLES = ("WEIGHTS", "MODEL", "VARIANT", "ARTIFACTS", "TUNING", "PY", "V", "PROMPT", "NEGATIVE", "SEED",

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (MODEL, SUBMODULES, Compiled, clean_env, log_entries, make_command, relative_error, snapshot,
+from conftest import (LIBRARIES, MODEL, Compiled, clean_env, log_entries, make_command, relative_error, snapshot,
                       stage_lines, stored_weights)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::Deprec
 AGGREGATE_STAGES = {"LINK", "MANIFEST"}
 AGGREGATE_LOG = {"link", "manifest"}
 LINK_STAMP = ".link.stamp"  # the Makefile's stamp for the link step, under artifacts/<variant>/
-SUBMODULE_FOLDERS = ("clip", "unet", "vae", "sched")
+SUBMODULE_FOLDERS = LIBRARIES  # each library has a folder of its own (unet, unet-f16)
 VARIANT_INPUT_FOLDERS = ("weights", "scheduler.v1", "tokenizer.v1")
 
 
@@ -239,12 +239,12 @@ def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path)
 
 
 def test_winograd_option_reruns_transform_and_nothing_before_it(build_copy):
-    """WINOGRAD=0 is a transform option: switching it makes every transform due, and nothing upstream (with
+    """WINOGRAD=0 is a transform option: switching it makes every library's transform due, and nothing upstream (with
     PY=false standing in for the stages, -k shows every stage that is due and can start)."""
     build = build_copy()
     due = build.make(MODEL, "-k", WINOGRAD="0", PY="false")
     assert due.returncode != 0
-    assert ran(due.stdout, build.variant) == ([f"TRANSFORM {sub}" for sub in sorted(SUBMODULES)], [])
+    assert ran(due.stdout, build.variant) == ([f"TRANSFORM {lib}" for lib in sorted(LIBRARIES)], [])
     assert (build.variant / ".option-winograd").read_text() == "0\n"
 
 
