@@ -44,8 +44,9 @@ def compute_precision(compute: str = "float32"):
         return []
     assert compute == "float16", compute
     from .passes.float16_weights import Float16Weights
+    from .passes.fold_casts import FoldCasts
 
-    return [Float16Weights]
+    return [Float16Weights, FoldCasts, _transform().DeadCodeElimination()]
 
 
 def load_time_weight_transforms(winograd: bool = True):
