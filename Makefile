@@ -284,7 +284,7 @@ generate: sd15 ## WebGPU in Node (Dawn): same options as reference, OUT=file.png
 	$(Q)$(GPU_ENV) node web/node/generate.mjs --model $(MANIFEST) --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
 	  --seed $(SEED) --steps $(STEPS) --scheduler $(SCHEDULER) --guidance $(GUIDANCE) --out $(OUT) --quiet
 
-test: | $(SETUP) ## run the test suite (CPU parity, incremental builds, WebGPU on SwiftShader, browser)
+test: | $(SETUP) $(LAVAPIPE) ## run the test suite (CPU parity, incremental builds, WebGPU on SwiftShader and lavapipe, browser)
 	$(Q)$(PY) -m pytest tests/python -q
 	$(Q)$(MAKE) --no-print-directory test-node
 	$(Q)$(MAKE) --no-print-directory test-browser

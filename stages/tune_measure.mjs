@@ -25,6 +25,9 @@ const { values: opt } = parseArgs({
     repeats: { type: "string", default: "5" },
     "budget-s": { type: "string", default: "480" },
     "allow-cpu-adapter": { type: "boolean", default: false },
+    // e.g. vulkan_enable_f16_on_nvidia: Dawn on NVIDIA offers shader-f16 (which float16 libraries' kernels
+    // need) only with it
+    "dawn-toggle": { type: "string", multiple: true, default: [] },
   },
 });
 
@@ -69,7 +72,8 @@ async function main() {
   if (!opt["work-dir"]) throw new Error("give --work-dir (where tune_search.py propose wrote candidates.*)");
   const workDir = opt["work-dir"];
   Object.assign(globalThis, globals);
-  const gpu = create(["disable-dawn-features=timestamp_quantization"]);
+  const gpu = create(["disable-dawn-features=timestamp_quantization",
+                      ...opt["dawn-toggle"].map((t) => `enable-dawn-features=${t}`)]);
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new Error("no WebGPU adapter: tuning measures on a GPU (see README, Tuning)");
   const info = adapter.info ?? {};
@@ -85,7 +89,9 @@ async function main() {
   const manifest = JSON.parse(await read("candidates.json"));
   const wasm = await read("candidates.wasm");
   const { maxComputeInvocationsPerWorkgroup, maxComputeWorkgroupStorageSize, ...limits } = deviceLimits(adapter);
-  const device = await adapter.requestDevice({ requiredFeatures: ["timestamp-query"], requiredLimits: limits });
+  // shader-f16 where the adapter has it: a float16 library's candidates use it (the others do not care).
+  const features = ["timestamp-query", ...(adapter.features.has("shader-f16") ? ["shader-f16"] : [])];
+  const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: limits });
   const profiler = installProfiler(device);
   const handle = await instantiateLibrary(wasm, device, { logger: () => {} });
   const { tvm } = handle;
