@@ -83,7 +83,10 @@ def test_tensor_caches_match_the_compiled_functions(tiny_build, compute):
         assert compiled.cache_meta["submodule"] == sub
         assert len(compiled.stored) == len(fmeta["params"]) > 0
         for tensor, spec in zip(compiled.stored, fmeta["params"]):
-            assert list(tensor.shape) == spec["shape"] and str(tensor.dtype) == spec["dtype"] == compute, spec
+            # (a float16 library keeps weights with an odd number of elements float32: WebGPU uploads 4-byte words)
+            odd = int(np.prod(spec["shape"])) % 2 == 1
+            assert list(tensor.shape) == spec["shape"] and str(tensor.dtype) == spec["dtype"], spec
+            assert spec["dtype"] == ("float32" if odd else compute), spec
         # float16 libraries also cast, at load time, the weights that float32 ops take (norm scales and
         # shifts, CLIP's token embedding, which `take` gathers in float32).
         prepares = sub in ("unet", "vae") or compute == "float16"

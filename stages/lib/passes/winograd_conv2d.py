@@ -148,7 +148,9 @@ def tile_size(shape) -> int:
 def _rewrite(builder, call):
     data, weight = call.args
     attrs = call.attrs
-    accumulate = str(attrs.out_dtype) if str(attrs.out_dtype) not in ("", "void") else str(data.ty.dtype)
+    # out_dtype: the accumulator's dtype (float32 for ToMixedPrecision's float16 convs); unset means the input's.
+    out_dtype = "" if attrs.out_dtype is None else str(attrs.out_dtype)
+    accumulate = out_dtype if out_dtype not in ("", "void") else str(data.ty.dtype)
     if (str(data.ty.dtype) not in STORAGE or str(weight.ty.dtype) != str(data.ty.dtype) or accumulate != ARITHMETIC
             or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
             or attrs.out_layout != "NCHW" or int(attrs.groups) != 1
