@@ -17,13 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lib.cli import (ARTIFACT_VERSION, ArtifactPaths, StageError, library_name, log_stage,  # noqa: E402
+from lib.cli import (ArtifactPaths, StageError, library_name, log_stage,  # noqa: E402
                      paths_from, run_stage, sha256_file, stage_parser, write_json_if_changed)
 from lib.models import family  # noqa: E402
 from lib.relax_io import load_meta  # noqa: E402
 from lib.schedulers import FILES  # noqa: E402
 
 FORMAT = "websd-model"
+# 2: each submodule lists its libraries per compute dtype (`libraries.float32|float16`); a page that reads
+# version 1 (one library per submodule) must say so rather than misread it.
+VERSION = 2
 # A submodule's libraries, by the dtype they compute in; a runtime takes the float16 one where the device
 # has its features and the float32 one everywhere else.
 FEATURES = {"float32": [], "float16": ["shader-f16"]}
@@ -71,7 +74,7 @@ def main():
     latents = submodules["unet"]["libraries"]["float32"]["functions"]["unet"]["inputs"][0]["shape"]
     manifest = {
         "format": FORMAT,
-        "version": ARTIFACT_VERSION,
+        "version": VERSION,
         "family": fam.name,
         "variant": paths.variant,
         "wasm": file_record(root, root / fam.wasm_name, make),

@@ -13,7 +13,7 @@ import { loadTokenizer } from "./tokenizer.js";
 import { deviceLimits, instantiateLibrary, openVM, prepareParams } from "./tvm.js";
 
 export const MANIFEST_FORMAT = "websd-model";
-export const MANIFEST_VERSION = 1;
+export const MANIFEST_VERSION = 2; // 2: libraries per compute dtype (stages/write_manifest.py)
 
 const decoder = new TextDecoder();
 /** `bytes` (UTF-8 JSON) parsed; a FormatError naming `url` if they are not JSON. */
@@ -36,8 +36,8 @@ export function checkManifest(manifest, url) {
 
 /**
  * Every file a model needs, in download order: [{url, sha256, bytes, kind}] (weight indexes also name their
- * `submodule`). Shards are listed once the
- * tensor-cache files are known, so this takes the parsed caches ({sub: cache}) when they are.
+ * `submodule`). Shards are listed once the tensor-cache files are known, so this takes the parsed caches
+ * ({sub: cache}) when they are.
  */
 export function modelFiles(manifest, manifestUrl) {
   const abs = (rec, kind) => ({ url: new URL(rec.path, manifestUrl).href, sha256: rec.sha256, bytes: rec.bytes, kind });
