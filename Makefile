@@ -153,7 +153,8 @@ SETUP := build/.apt.stamp .venv/.stamp node_modules/.stamp
 missing = $(if $(wildcard $1),,FORCE)
 STAGE = $(PY) stages/$1.py --variant-dir $(A)
 LIB := stages/lib/cli.py stages/lib/models.py stages/lib/relax_io.py
-PIPELINE := stages/lib/pipeline.py stages/lib/targets.py stages/lib/schedules.py $(wildcard stages/lib/passes/*.py)
+PIPELINE := stages/lib/pipeline.py stages/lib/targets.py stages/lib/schedules.py stages/lib/attention.py \
+            $(wildcard stages/lib/passes/*.py)
 
 # weights: WEIGHTS=tiny|random only; a real folder is read where it is.
 GENERATED := $(if $(filter tiny random,$(WEIGHTS)),$(A)/weights/.stamp)

@@ -60,8 +60,11 @@ def load_time_weight_transforms(winograd: bool = True):
 
 
 def legalize_and_fuse():
+    from .passes.fuse_attention import FuseAttention
+
     T = _transform()
     return [
+        FuseAttention,
         T.LegalizeOps(),
         T.AnnotateTIROpPattern(),
         T.FoldConstant(),

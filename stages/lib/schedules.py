@@ -35,6 +35,7 @@ def default_rules():
     from tvm.s_tir.dlight.gpu.matmul import get_reduction_blocks
 
     WinogradTransforms = _winograd_transforms_rule()
+    Attention = _attention_rule()
 
     class Matmul(dl.gpu.Matmul):
         large = False
@@ -57,11 +58,31 @@ def default_rules():
                     micro_size_k=16, vector_size=1, unroll=256, use_shared=True, storage_align=True, inner_x=False)
             return super().get_configs(target)
 
-    return [WinogradTransforms(), Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+    return [Attention(), WinogradTransforms(), Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
             dl.gpu.Fallback()]
 
 
 THREADS = 128
+
+
+def _attention_rule():
+    from tvm import s_tir, tirx
+    from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
+
+    from . import attention
+
+    class Attention(GPUScheduleRule):
+        """The attention PrimFunc of passes/fuse_attention.py becomes the hand-scheduled kernel of
+        stages/lib/attention.py (same parameters)."""
+
+        def apply(self, func, target, _):
+            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+                return None
+            if not attention.is_attention(func):
+                return None
+            return s_tir.Schedule(attention.kernel_for(func))
+
+    return Attention
 
 
 def _winograd_transforms_rule():

@@ -1,0 +1,145 @@
+"""The attention kernel (stages/lib/attention.py) against the three kernels it replaces, on the GPU.
+
+    .venv/bin/python bench/attention_kernels.py propose --work-dir build/bench-attention   (here: compiles)
+    node bench/time_kernels.mjs --work-dir build/bench-attention                           (on the GPU)
+    .venv/bin/python bench/attention_kernels.py report --work-dir build/bench-attention    (prints the table)
+
+For each attention shape of full-size SD 1.5 at 64 x 64 latents (CFG batch 2, 8 heads), compiles the fused
+kernel in several configurations and the plain form as the model built it before (q k^T matmul, softmax,
+matmul with v: the same Relax ops through the build's own legalize, fuse and schedule phases, with the UNet's
+tuning log applied), into one candidates.wasm that bench/time_kernels.mjs times round-robin on random inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "stages"))
+
+PREFIX = "bench_attention_"
+# (name, batch * heads, query tokens, key tokens, head width): SD 1.5's self- and cross-attentions at 64 x 64
+# latents whose heads the fused kernel takes (the 16 x 16 level's 160-wide heads keep the plain form).
+SHAPES = [("self64", 16, 4096, 4096, 40), ("self32", 16, 1024, 1024, 80),
+          ("cross64", 16, 4096, 77, 40), ("cross32", 16, 1024, 77, 80)]
+# Per step each runs this often: self64/cross64 in 5 transformer blocks, self32/cross32 in 5.
+CALLS = {"self64": 5, "self32": 5, "cross64": 5, "cross32": 5}
+
+
+def configs(d: int):
+    from lib.attention import Config
+
+    rows = (1, 2) if d <= 64 else (1,)
+    fits = [keys for keys in (8, 16, 32) if 2 * keys * d * 4 <= 16384]  # WebGPU's default workgroup storage
+    return ([Config(threads, 1, keys) for threads in (32, 64, 128) for keys in fits] +
+            [Config(threads, r, keys, "stream") for threads in (64, 128) for r in rows for keys in fits[:2]])
+
+
+def plain_kernels(bh, n_q, n_k, d, target):
+    """The three kernels the model had before FuseAttention, scheduled as the tune stage schedules them."""
+    import tvm
+    from tvm import relax
+
+    from lib import pipeline
+
+    builder = relax.BlockBuilder()
+    q = relax.Var("q", relax.TensorType((bh, n_q, d), "float32"))
+    k_t = relax.Var("k_t", relax.TensorType((bh, d, n_k), "float32"))
+    v = relax.Var("v", relax.TensorType((bh, n_k, d), "float32"))
+    with builder.function("main", [q, k_t, v]):
+        with builder.dataflow():
+            scores = builder.emit(relax.op.matmul(q, k_t, out_dtype="float32"))
+            probs = builder.emit(relax.op.nn.softmax(scores, axis=-1))
+            out = builder.emit_output(relax.op.matmul(probs, v, out_dtype="float32"))
+        builder.emit_func_output(out)
+    mod = builder.get()
+    T = relax.transform
+    with tvm.transform.PassContext(opt_level=3):
+        mod = tvm.transform.Sequential([T.LegalizeOps(), T.AnnotateTIROpPattern(), T.FuseOps(), T.FuseTIR(),
+                                        T.DeadCodeElimination()])(mod)
+    database = ROOT / "artifacts" / "tuning" / "sd15" / "unet"
+    mod = pipeline.run_phases(mod, [("schedule", lambda: pipeline.schedule(target, database))], target=target)
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def propose(args):
+    import tvm
+
+    from export_lib import deterministic_tar
+    from lib import attention, tuning
+    from lib.targets import target as make_target
+    from lib.wasm_link import link_wasm
+
+    target = make_target("webgpu")
+    functions, tasks = {}, []
+
+    def task(name, func, candidates, flops, calls):
+        entry = {"task": name, "flops": flops, "calls": calls, "args": tuning.argument_specs(func),
+                 "workload": name, "candidates": []}
+        for label, kernel in candidates:
+            fn = f"k{len(functions)}"
+            functions[fn] = kernel.with_attr("global_symbol", fn)
+            entry["candidates"].append({"function": fn, "config": label})
+        tasks.append(entry)
+
+    for name, bh, n_q, n_k, d in SHAPES:
+        flops = attention.flops(bh, n_q, n_k, d)
+        fused = [(f"{c.mode[0]}{c.threads}x{c.rows}/{c.keys}", attention.kernel(bh, n_q, n_k, d, "float32", "float32", c))
+                 for c in configs(d)]
+        task(f"{name} fused", fused[0][1], fused, flops, CALLS[name])
+        for kernel_name, func in plain_kernels(bh, n_q, n_k, d, target).items():
+            task(f"{name} plain {kernel_name}", func, [(None, func)], flops, CALLS[name])
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    module = tvm.IRModule(functions).with_attr("system_lib_prefix", PREFIX)
+    with tvm.transform.PassContext(opt_level=3):
+        library = tvm.tirx.build(module, target=target)
+    raw = args.work_dir / "candidates.raw.tar"
+    library.export_library(str(raw))
+    tar = args.work_dir / "candidates.tar"
+    tar.write_bytes(deterministic_tar(raw))
+    raw.unlink()
+    link_wasm([tar], args.runtime_dir, args.work_dir / "candidates.wasm")
+    (args.work_dir / "candidates.json").write_text(json.dumps({"prefix": PREFIX, "tasks": tasks}, indent=1))
+    print(f"{len(functions)} kernels -> {args.work_dir}/candidates.wasm")
+
+
+def report(args):
+    manifest = json.loads((args.work_dir / "candidates.json").read_text())
+    timed = args.work_dir / "timed.json"
+    timings = timed if timed.exists() else args.work_dir / "measured.json"  # time_kernels.mjs, tune_measure.mjs
+    measured = {r["function"]: r for r in json.loads(timings.read_text())["candidates"]}
+    rows = []
+    for name, bh, n_q, n_k, d in SHAPES:
+        mine = [t for t in manifest["tasks"] if t["task"].split()[0] == name]
+        plain = [measured.get(c["function"], {}).get("ms") for t in mine if "plain" in t["task"]
+                 for c in t["candidates"]]
+        plain_ms = sum(plain) if plain and None not in plain else None
+        fused = [(c["config"], measured.get(c["function"], {})) for t in mine if "fused" in t["task"]
+                 for c in t["candidates"]]
+        flops = mine[0]["flops"]
+        for config, result in sorted(fused, key=lambda cr: cr[1].get("ms", 1e9)):
+            ms = result.get("ms")
+            rows.append((name, config, ms, result.get("spread"), flops / ms / 1e9 if ms else None, plain_ms,
+                         result.get("error")))
+    print(f"{'shape':8} {'config':10} {'fused ms':>9} {'spread':>7} {'TFLOP/s':>8} {'plain ms':>9}  error")
+    for name, config, ms, spread, rate, plain_ms, error in rows:
+        fmt = lambda x, spec: format(x, spec) if x is not None else "-"  # noqa: E731
+        print(f"{name:8} {config:10} {fmt(ms, '9.3f')} {fmt(spread, '7.3f')} {fmt(rate, '8.1f')} "
+              f"{fmt(plain_ms, '9.3f')}  {error or ''}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("propose", "report"))
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "build" / "bench-attention")
+    parser.add_argument("--runtime-dir", type=Path, default=ROOT / "artifacts" / "tvm-runtime" / "0.27.0.post1")
+    args = parser.parse_args()
+    propose(args) if args.action == "propose" else report(args)
+
+
+if __name__ == "__main__":
+    main()
