@@ -21,7 +21,7 @@ from pathlib import Path
 # Kernel kinds by a word in the kernel's name, first match wins (Winograd's kernels also name the ops fused in).
 KINDS = [("winograd4_gemm", "winograd_gemm"), ("winograd2_gemm", "winograd_gemm"),
          ("winograd", "winograd_transforms"), ("group_norm", "group_norm"), ("conv2d", "conv2d"),
-         ("matmul", "matmul"), ("softmax", "softmax"), ("layer_norm", "layer_norm")]
+         ("attention", "attention"), ("matmul", "matmul"), ("softmax", "softmax"), ("layer_norm", "layer_norm")]
 
 
 def figures(run: dict) -> dict:

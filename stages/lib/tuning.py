@@ -57,18 +57,20 @@ def proposal_order(task_name: str, best: list[tuple]) -> list[tuple]:
 def heavy_tasks(mod, target, coverage: float, max_tasks: int):
     """The kernels worth tuning: MetaSchedule's extracted tasks by FLOPs x calls, heaviest first, until
     `coverage` of the submodule's FLOPs or `max_tasks`. Returns ([(task, flops_per_call)], covered fraction).
-    Load-time functions (`<function>_prepare`) run once per page load, not per step: their kernels are left out."""
+    Load-time functions (`<function>_prepare`) run once per page load, not per step: their kernels are left out,
+    and so is the fused attention, whose kernel is hand-scheduled (stages/lib/attention.py), not the template's."""
     import tvm
     import tvm.s_tir
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
+    from .attention import is_attention
     from .pipeline import PREPARE_SUFFIX
 
     per_call = {gv: f for gv, f in mod.functions_items() if not gv.name_hint.endswith(PREPARE_SUFFIX)}
     entries = [gv.name_hint for gv, f in per_call.items() if isinstance(f, relax.Function)]
     mod = relax.transform.DeadCodeElimination(entries)(tvm.IRModule(per_call))
-    tasks = ms.relax_integration.extract_tasks(mod, target)
+    tasks = [t for t in ms.relax_integration.extract_tasks(mod, target) if not is_attention(t.dispatched[0]["main"])]
     weighted = sorted(((tvm.s_tir.analysis.estimate_tir_flops(t.dispatched[0]), t) for t in tasks),
                       key=lambda ft: (-ft[0] * ft[1].weight, ft[1].task_name))
     total = sum(f * t.weight for f, t in weighted)

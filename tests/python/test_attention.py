@@ -73,9 +73,8 @@ def inputs_for(bh, n_q, n_k, d, scale, seed, dtype=np.float32):
     return q, k_t, v
 
 
-def run_on_webgpu(folder: Path, kernels: dict, calls: list, icd: str, features=()) -> dict:
-    """Compiles `kernels` ({name: PrimFunc}) for WebGPU into one .wasm, runs `calls` ([(name, inputs, output
-    shape, output dtype)]) with tests/python/js/run_kernels.mjs and returns {name: output}."""
+def build_wasm(folder: Path, kernels: dict) -> Path:
+    """`kernels` ({name: PrimFunc}) compiled for WebGPU and linked with the web runtime into one .wasm."""
     import tvm
 
     from export_lib import deterministic_tar
@@ -88,7 +87,14 @@ def run_on_webgpu(folder: Path, kernels: dict, calls: list, icd: str, features=(
     library.export_library(str(folder / "raw.tar"))
     (folder / "kernels.tar").write_bytes(deterministic_tar(folder / "raw.tar"))
     link_wasm([folder / "kernels.tar"], RUNTIME, folder / "kernels.wasm")
-    spec = {"wasm": str(folder / "kernels.wasm"), "prefix": PREFIX, "features": list(features), "calls": []}
+    return folder / "kernels.wasm"
+
+
+def run_kernels(wasm: Path, folder: Path, calls: list, icd: str, features=()) -> dict:
+    """Runs `calls` ([(kernel, inputs, output shape, output dtype)]) with tests/python/js/run_kernels.mjs on the
+    Vulkan driver `icd` and returns {kernel: output}. Shaders compile at their first call, so a float16 kernel
+    in the library does not stop a run on an adapter without shader-f16 that does not call it."""
+    spec = {"wasm": str(wasm), "prefix": PREFIX, "features": list(features), "calls": []}
     for name, arrays, shape, dtype in calls:
         entry = {"fn": name, "inputs": [], "output": {"file": str(folder / f"{name}.out"), "shape": shape,
                                                       "dtype": dtype}}
@@ -108,21 +114,35 @@ def run_on_webgpu(folder: Path, kernels: dict, calls: list, icd: str, features=(
             for name, _, shape, dtype in calls}
 
 
+FLOAT16_CASE = (2, 130, 77, 40, Config(64, 2, 32))
+
+
 @pytest.fixture(scope="module")
-def webgpu_outputs(tmp_path_factory):
-    if shutil.which("node") is None or not os.path.exists(SWIFTSHADER_ICD):
-        pytest.skip("needs node and SwiftShader (make setup)")
+def kernels_wasm(tmp_path_factory):
+    """Every case's kernel and the float16-input one, in one library (one link: about a minute)."""
+    if shutil.which("node") is None:
+        pytest.skip("needs node")
     if not (RUNTIME / "wasm_runtime.bc").exists():
         pytest.skip(f"no TVM web runtime in {RUNTIME}: make {RUNTIME}.stamp")
-    kernels, calls, expected = {}, [], {}
-    for i, (name, bh, n_q, n_k, d, config, scale) in enumerate(CASES):
+    kernels = {}
+    for name, bh, n_q, n_k, d, config, _ in CASES:
         config = config or attention.default_config(bh, n_q, n_k, d)
-        fn = name.replace("-", "_")
-        kernels[fn] = attention.kernel(bh, n_q, n_k, d, "float32", "float32", config)
+        kernels[name.replace("-", "_")] = attention.kernel(bh, n_q, n_k, d, "float32", "float32", config)
+    bh, n_q, n_k, d, config = FLOAT16_CASE
+    kernels["float16_inputs"] = attention.kernel(bh, n_q, n_k, d, "float16", "float32", config)
+    return build_wasm(tmp_path_factory.mktemp("attention-wasm"), kernels)
+
+
+@pytest.fixture(scope="module")
+def webgpu_outputs(kernels_wasm, tmp_path_factory):
+    if not os.path.exists(SWIFTSHADER_ICD):
+        pytest.skip("needs SwiftShader (make setup)")
+    calls, expected = [], {}
+    for i, (name, bh, n_q, n_k, d, _, scale) in enumerate(CASES):
         q, k_t, v = inputs_for(bh, n_q, n_k, d, scale, seed=i)
-        calls.append((fn, (q, k_t, v), [bh, n_q, d], "float32"))
+        calls.append((name.replace("-", "_"), (q, k_t, v), [bh, n_q, d], "float32"))
         expected[name] = numpy_attention(q, k_t, v)
-    outputs = run_on_webgpu(tmp_path_factory.mktemp("attention"), kernels, calls, SWIFTSHADER_ICD)
+    outputs = run_kernels(kernels_wasm, tmp_path_factory.mktemp("attention"), calls, SWIFTSHADER_ICD)
     return {name: (outputs[name.replace("-", "_")], expected[name]) for name in expected}
 
 
@@ -135,17 +155,14 @@ def test_kernel_matches_numpy(webgpu_outputs, name):
     assert error < TOLERANCE
 
 
-def test_float16_inputs_on_lavapipe(tmp_path):
+def test_float16_inputs_on_lavapipe(kernels_wasm, tmp_path):
     """The float16 libraries' form: float16 q, k, v, float32 arithmetic and output."""
-    if shutil.which("node") is None or not LAVAPIPE_ICD.exists():
-        pytest.skip(f"needs node and {LAVAPIPE_ICD} (make setup fetches lavapipe)")
-    if not (RUNTIME / "wasm_runtime.bc").exists():
-        pytest.skip(f"no TVM web runtime in {RUNTIME}")
-    bh, n_q, n_k, d = 2, 130, 77, 40
+    if not LAVAPIPE_ICD.exists():
+        pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
+    bh, n_q, n_k, d, _ = FLOAT16_CASE
     q, k_t, v = inputs_for(bh, n_q, n_k, d, 0.16, seed=7, dtype=np.float16)
-    kernel = attention.kernel(bh, n_q, n_k, d, "float16", "float32", Config(64, 2, 32))
-    out = run_on_webgpu(tmp_path, {"attention_f16": kernel}, [("attention_f16", (q, k_t, v), [bh, n_q, d], "float32")],
-                        str(LAVAPIPE_ICD), features=["shader-f16"])["attention_f16"]
+    out = run_kernels(kernels_wasm, tmp_path, [("float16_inputs", (q, k_t, v), [bh, n_q, d], "float32")],
+                      str(LAVAPIPE_ICD), features=["shader-f16"])["float16_inputs"]
     error = relative_error(out, numpy_attention(q, k_t, v))
     print(f"float16 inputs: relative error {error:.2e}")
     assert np.isfinite(out).all() and error < FLOAT16_TOLERANCE
