@@ -3,6 +3,8 @@
 // writes begin/end timestamps and is named after its pipeline's entry point (TVM's kernel name). Needs the
 // "timestamp-query" feature; Dawn quantizes timestamps unless the toggle timestamp_quantization is disabled.
 
+import { narrowToFloat16 } from "../web/runtime/params.js";
+
 const PASSES_PER_SET = 2048; // WebGPU allows 4096 queries per set
 
 export function installProfiler(device) {
@@ -79,4 +81,21 @@ export function installProfiler(device) {
       return [...totals.values()].sort((a, b) => b.ms - a.ms);
     },
   };
+}
+
+// A tensor of `shape` and `dtype` on the GPU holding random values in [-1, 1) (float32, float16), or zeros
+// (integer dtypes: indices, whose values must stay in range). Timing on zero-filled inputs can flatter a kernel.
+// The values repeat every 2^20 elements, which changes nothing for timing and keeps filling 1 GiB quick.
+export function randomTensor(tvm, gpu, { shape, dtype }) {
+  const count = shape.reduce((a, b) => a * b, 1);
+  const tensor = tvm.empty(shape, dtype, gpu);
+  const chunk = new Float32Array(Math.min(count, 1 << 20)).map(() => Math.random() * 2 - 1);
+  let values;
+  if (dtype === "float32") values = new Float32Array(count);
+  else if (dtype === "float16") values = new Uint16Array(count);
+  else return tensor; // zero-filled by WebGPU
+  const source = dtype === "float16" ? narrowToFloat16(chunk) : chunk;
+  for (let i = 0; i < count; i += source.length) values.set(source.subarray(0, Math.min(source.length, count - i)), i);
+  tensor.copyFromRawBytes(new Uint8Array(values.buffer));
+  return tensor;
 }

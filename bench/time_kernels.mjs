@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 
 import { create, globals } from "webgpu";
 
-import { installProfiler } from "./kernel_profile.js";
+import { installProfiler, randomTensor } from "./kernel_profile.js";
 import { deviceLimits, instantiateLibrary } from "../web/runtime/tvm.js";
 
 const { values: opt } = parseArgs({
@@ -25,17 +25,6 @@ const { values: opt } = parseArgs({
   },
 });
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-
-function randomFill(tvm, gpu, { shape, dtype }) {
-  if (dtype !== "float32") throw new Error(`random fill: ${dtype} not supported`);
-  const count = shape.reduce((a, b) => a * b, 1);
-  const chunk = new Float32Array(Math.min(count, 1 << 20)).map(() => Math.random() * 2 - 1);
-  const values = new Float32Array(count);
-  for (let i = 0; i < count; i += chunk.length) values.set(chunk.subarray(0, Math.min(chunk.length, count - i)), i);
-  const tensor = tvm.empty(shape, dtype, gpu);
-  tensor.copyFromRawBytes(new Uint8Array(values.buffer));
-  return tensor;
-}
 
 async function main() {
   const workDir = opt["work-dir"];
@@ -53,7 +42,7 @@ async function main() {
   tvm.beginScope();
   const jobs = [];
   for (const task of manifest.tasks) {
-    const args = task.args.map((a) => randomFill(tvm, handle.gpu, a));
+    const args = task.args.map((a) => randomTensor(tvm, handle.gpu, a));
     for (const cand of task.candidates) {
       const job = { task: task.task, function: cand.function, config: cand.config, fn: library.getFunction(cand.function), args, rounds: [] };
       device.pushErrorScope("validation");

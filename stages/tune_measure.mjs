@@ -4,8 +4,10 @@
 //   node stages/tune_measure.mjs --work-dir build/tune/sd15/unet [--repeats 5] [--budget-s 500]
 //
 // Reads candidates.wasm + candidates.json, writes measured.json: per candidate the median GPU time of one
-// call (all of its kernels) or the error that stopped it. Arguments are allocated once per kernel and left
-// as WebGPU zero-fills them: timings do not depend on values. The device gets the buffer limits the page asks
+// call (all of its kernels) or the error that stopped it. Each kernel's candidates are timed in `repeats`
+// interleaved rounds, every round in a new random order, on random inputs allocated once per kernel: timed one
+// after another (each candidate's calls in a row) the same kernel measured 3.1 ms in one run and 6.6 in the
+// next on an H200 (bench/results/2026-11-30-h200-attention-kernels.json). The device gets the buffer limits the page asks
 // for, but WebGPU's default workgroup limits (256 invocations, 16 KiB of workgroup memory), so a candidate that
 // needs more than every adapter offers fails here instead of on a visitor's GPU.
 // --budget-s stops early (what was measured is kept; `record` proposes the rest again next round).
@@ -16,7 +18,7 @@ import { parseArgs } from "node:util";
 
 import { create, globals } from "webgpu";
 
-import { installProfiler } from "../bench/kernel_profile.js";
+import { installProfiler, randomTensor } from "../bench/kernel_profile.js";
 import { deviceLimits, instantiateLibrary } from "../web/runtime/tvm.js";
 
 const { values: opt } = parseArgs({
@@ -31,31 +33,32 @@ const { values: opt } = parseArgs({
   },
 });
 
-const RETIME_BEST = 4;
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const shuffled = (xs) => xs.map((x) => [Math.random(), x]).sort((a, b) => a[0] - b[0]).map(([, x]) => x);
 
-// One candidate: a first call inside an error scope (it compiles the pipeline, and a kernel WebGPU rejects
-// shows up here), then `repeats` timed calls. Returns { ms } (median GPU time of one call) or { error }.
-async function measure(fn, args, { tvm, device, handle, profiler, repeats }) {
+// A candidate's first call, inside an error scope: it compiles the pipeline, and a kernel WebGPU rejects shows
+// up here. Returns undefined, or the error's first line.
+async function check(fn, args, { tvm, device, handle }) {
   try {
     const errorsBefore = handle.gpuErrors.length;
     device.pushErrorScope("validation");
     fn(...args);
     await tvm.webgpu().sync(); // submits, so that encoding errors land in the scope
     const error = await device.popErrorScope();
-    if (error || handle.gpuErrors.length > errorsBefore) throw new Error(error?.message ?? handle.gpuErrors.at(-1));
-    const perCall = [];
-    for (let r = 0; r < repeats; ++r) {
-      profiler.start();
-      fn(...args);
-      await tvm.webgpu().sync();
-      perCall.push((await profiler.stop()).reduce((sum, kernel) => sum + kernel.ms, 0));
-    }
-    return { ms: median(perCall) };
+    if (error || handle.gpuErrors.length > errorsBefore) return String(error?.message ?? handle.gpuErrors.at(-1));
+    return undefined;
   } catch (err) {
     if (/aborted|disposed|lost/i.test(String(err?.message))) throw err; // the runtime is gone: stop
-    return { error: String(err?.message ?? err).split("\n")[0].slice(0, 300) };
+    return String(err?.message ?? err);
   }
+}
+
+// GPU time of one call: the sum over its kernels.
+async function timeCall(fn, args, { tvm, profiler }) {
+  profiler.start();
+  fn(...args);
+  await tvm.webgpu().sync();
+  return (await profiler.stop()).reduce((sum, kernel) => sum + kernel.ms, 0);
 }
 
 function report(task, results) {
@@ -101,7 +104,7 @@ async function main() {
   const results = [];
   const deadline = performance.now() + Number(opt["budget-s"]) * 1e3;
   const repeats = Number(opt.repeats);
-  const context = { tvm, device, handle, profiler, repeats };
+  const context = { tvm, device, handle, profiler };
   let stopped = false;
   const out = join(workDir, "measured.json");
   const save = async (note) => {
@@ -112,21 +115,26 @@ async function main() {
     for (const task of manifest.tasks) {
       if (stopped) break;
       tvm.beginScope();
-      const args = task.args.map((a) => tvm.empty(a.shape, a.dtype, handle.gpu));
+      const args = task.args.map((a) => randomTensor(tvm, handle.gpu, a));
       const mine = [];
       for (const cand of task.candidates) {
-        if (performance.now() > deadline) { stopped = true; break; }
-        mine.push({ function: cand.function, task: task.task, config: cand.config,
-                    ...(await measure(library.getFunction(cand.function), args, context)) });
+        const error = await check(library.getFunction(cand.function), args, context);
+        mine.push({ function: cand.function, task: task.task, config: cand.config, times: [],
+                    ...(error ? { error: error.split("\n")[0].slice(0, 300) } : {}) });
       }
-      // The GPU clocks up over the first calls of a task, which made its first candidate (the default
-      // schedule) look up to 5x slower than it is: time the default and the fastest few again, keep the better.
-      const timed = mine.filter((r) => r.ms !== undefined).sort((a, b) => a.ms - b.ms);
-      for (const r of new Set([...timed.slice(0, RETIME_BEST), ...timed.filter((t) => t.config === null)])) {
-        const again = await measure(library.getFunction(r.function), args, context);
-        if (again.ms !== undefined) r.ms = Math.min(r.ms, again.ms);
+      const runnable = mine.filter((r) => r.error === undefined);
+      for (let round = 0; round < repeats && !stopped; ++round) {
+        for (const r of shuffled(runnable)) {
+          if (performance.now() > deadline) { stopped = true; break; }
+          r.times.push(await timeCall(library.getFunction(r.function), args, context));
+        }
       }
-      results.push(...mine);
+      for (const r of mine) {
+        if (r.times.length) r.ms = median(r.times);
+        delete r.times;
+      }
+      // Candidates the time budget cut off before their first timing are left for the next round.
+      results.push(...mine.filter((r) => r.ms !== undefined || r.error !== undefined));
       tvm.endScope();
       report(task, results);
     }

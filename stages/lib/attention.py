@@ -28,6 +28,7 @@ MAX_HEAD_DIM = 128
 # Finite "minus infinity" for masked keys and the initial running maximum: exp(NEG - m) is exactly 0 for any
 # real score m, and NEG - m cannot overflow to -inf and NaN the way -inf - (-inf) would.
 NEG = -1.0e30
+WORKGROUP_STORAGE = 16384
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,11 @@ def default_config(bh: int, n_q: int, n_k: int, d: int) -> Config:
 
 def kernel(bh: int, n_q: int, n_k: int, d: int, in_dtype: str, out_dtype: str, config: Config):
     """The scheduled PrimFunc (q, k_t, v, out) for these shapes."""
-    import tvm
     from tvm.script import tirx as T
 
     threads, rows, keys = config.threads, config.rows, config.keys
+    # k and v blocks in float32: within WebGPU's default workgroup storage, which every adapter offers.
+    assert 2 * keys * d * 4 <= WORKGROUP_STORAGE, f"{config} needs {2 * keys * d * 4} bytes of workgroup memory"
     rows_per_group = threads * rows
     groups = -(-n_q // rows_per_group)
     key_blocks = -(-n_k // keys)

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,6 @@ sys.path.insert(0, str(ROOT / "stages"))
 from lib import attention  # noqa: E402
 from lib.attention import Config  # noqa: E402
 
-RUNTIME = ROOT / "artifacts" / "tvm-runtime" / "0.27.0.post1"
 SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"
 LAVAPIPE_ICD = ROOT / "build" / "lavapipe" / "icd.json"
 PREFIX = "test_attention_"
@@ -73,7 +73,7 @@ def inputs_for(bh, n_q, n_k, d, scale, seed, dtype=np.float32):
     return q, k_t, v
 
 
-def build_wasm(folder: Path, kernels: dict) -> Path:
+def build_wasm(folder: Path, kernels: dict, runtime: Path) -> Path:
     """`kernels` ({name: PrimFunc}) compiled for WebGPU and linked with the web runtime into one .wasm."""
     import tvm
 
@@ -86,7 +86,7 @@ def build_wasm(folder: Path, kernels: dict) -> Path:
         library = tvm.tirx.build(module.with_attr("system_lib_prefix", PREFIX), target=target("webgpu"))
     library.export_library(str(folder / "raw.tar"))
     (folder / "kernels.tar").write_bytes(deterministic_tar(folder / "raw.tar"))
-    link_wasm([folder / "kernels.tar"], RUNTIME, folder / "kernels.wasm")
+    link_wasm([folder / "kernels.tar"], runtime, folder / "kernels.wasm")
     return folder / "kernels.wasm"
 
 
@@ -118,19 +118,19 @@ FLOAT16_CASE = (2, 130, 77, 40, Config(64, 2, 32))
 
 
 @pytest.fixture(scope="module")
-def kernels_wasm(tmp_path_factory):
-    """Every case's kernel and the float16-input one, in one library (one link: about a minute)."""
+def kernels_wasm(tiny_build, tmp_path_factory):
+    """Every case's kernel and the float16-input one, in one library (one link: about a minute), linked with
+    the TVM web runtime the session build made."""
     if shutil.which("node") is None:
         pytest.skip("needs node")
-    if not (RUNTIME / "wasm_runtime.bc").exists():
-        pytest.skip(f"no TVM web runtime in {RUNTIME}: make {RUNTIME}.stamp")
+    runtime = tiny_build.artifacts / "tvm-runtime" / version("apache-tvm")
     kernels = {}
     for name, bh, n_q, n_k, d, config, _ in CASES:
         config = config or attention.default_config(bh, n_q, n_k, d)
         kernels[name.replace("-", "_")] = attention.kernel(bh, n_q, n_k, d, "float32", "float32", config)
     bh, n_q, n_k, d, config = FLOAT16_CASE
     kernels["float16_inputs"] = attention.kernel(bh, n_q, n_k, d, "float16", "float32", config)
-    return build_wasm(tmp_path_factory.mktemp("attention-wasm"), kernels)
+    return build_wasm(tmp_path_factory.mktemp("attention-wasm"), kernels, runtime)
 
 
 @pytest.fixture(scope="module")
