@@ -2,7 +2,8 @@
 
     transform stage (target-independent):  1 canonicalize -> 2 lift parameter transforms (build time)
                                            -> 3 compute precision (float16 libraries only)
-                                           -> 4 rewrites with load-time weight work -> 5 legalize and fuse
+                                           -> 4 rewrites with load-time weight work
+                                           -> 5 fuse attention, legalize and fuse
     tune stage (per target):                6 schedule (MetaSchedule database, then dlight for the rest)
     export-lib stage (per target):          7 lower dataflow -> 8 finalize (memory planning, VM lowering)
 
