@@ -1,13 +1,14 @@
 """The attention kernel (stages/lib/attention.py) against the three kernels it replaces, on the GPU.
 
     .venv/bin/python bench/attention_kernels.py propose --work-dir build/bench-attention   (here: compiles)
-    node bench/time_kernels.mjs --work-dir build/bench-attention                           (on the GPU)
+    node stages/tune_measure.mjs --work-dir build/bench-attention --repeats 7               (on the GPU)
     .venv/bin/python bench/attention_kernels.py report --work-dir build/bench-attention    (prints the table)
 
 For each attention shape of full-size SD 1.5 at 64 x 64 latents (CFG batch 2, 8 heads), compiles the fused
 kernel in several configurations and the plain form as the model built it before (q k^T matmul, softmax,
 matmul with v: the same Relax ops through the build's own legalize, fuse and schedule phases, with the UNet's
-tuning log applied), into one candidates.wasm that bench/time_kernels.mjs times round-robin on random inputs.
+tuning log applied), into one candidates.wasm that tune_measure.mjs (make tune's measuring step) times in
+interleaved rounds on random inputs.
 """
 
 from __future__ import annotations
@@ -109,9 +110,7 @@ def propose(args):
 
 def report(args):
     manifest = json.loads((args.work_dir / "candidates.json").read_text())
-    timed = args.work_dir / "timed.json"
-    timings = timed if timed.exists() else args.work_dir / "measured.json"  # time_kernels.mjs, tune_measure.mjs
-    measured = {r["function"]: r for r in json.loads(timings.read_text())["candidates"]}
+    measured = {r["function"]: r for r in json.loads((args.work_dir / "measured.json").read_text())["candidates"]}
     rows = []
     for name, bh, n_q, n_k, d in SHAPES:
         mine = [t for t in manifest["tasks"] if t["task"].split()[0] == name]

@@ -4,12 +4,13 @@
 //   node stages/tune_measure.mjs --work-dir build/tune/sd15/unet [--repeats 5] [--budget-s 500]
 //
 // Reads candidates.wasm + candidates.json, writes measured.json: per candidate the median GPU time of one
-// call (all of its kernels) or the error that stopped it. Each kernel's candidates are timed in `repeats`
-// interleaved rounds, every round in a new random order, on random inputs allocated once per kernel: timed one
-// after another (each candidate's calls in a row) the same kernel measured 3.1 ms in one run and 6.6 in the
-// next on an H200 (bench/results/2026-11-30-h200-attention-kernels.json). The device gets the buffer limits the page asks
-// for, but WebGPU's default workgroup limits (256 invocations, 16 KiB of workgroup memory), so a candidate that
-// needs more than every adapter offers fails here instead of on a visitor's GPU.
+// call (all of its kernels) and the spread of its rounds (max - min), or the error that stopped it. Each
+// kernel's candidates are timed in `repeats` interleaved rounds, every round in a new random order, on random
+// inputs allocated once per kernel: timed one after another (each candidate's calls in a row) the same kernel
+// measured 3.1 ms in one run and 6.6 in the next on an H200 (bench/results/2026-11-30-h200-attention-kernels.json).
+// The device gets the buffer limits the page asks for, but WebGPU's default workgroup limits (256 invocations,
+// 16 KiB of workgroup memory), so a candidate that needs more than every adapter offers fails here instead of on
+// a visitor's GPU. bench/attention_kernels.py times its kernels with this script too.
 // --budget-s stops early (what was measured is kept; `record` proposes the rest again next round).
 
 import { readFile, writeFile, rename } from "node:fs/promises";
@@ -130,7 +131,7 @@ async function main() {
         }
       }
       for (const r of mine) {
-        if (r.times.length) r.ms = median(r.times);
+        if (r.times.length) Object.assign(r, { ms: median(r.times), spread: Math.max(...r.times) - Math.min(...r.times) });
         delete r.times;
       }
       // Candidates the time budget cut off before their first timing are left for the next round.
