@@ -20,6 +20,11 @@ SHELL := bash
 # delete files reached only through chained pattern rules; .NOTINTERMEDIATE needs make 4.4).
 .SECONDARY:
 MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+# Parallel by default: independent stages (submodules, targets, the runtime) build side by side, and every
+# output goes through an atomic rename, so a parallel or interrupted build is as safe as a serial one. A -j on
+# the command line wins (make -j1 for a serial build). JOBS=1 too.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+MAKEFLAGS += -j$(JOBS)
 
 # ---- what to build ------------------------------------------------------------------------------------
 MODELS        := sd15
@@ -43,6 +48,9 @@ PY        ?= .venv/bin/python
 # How float32 weights are stored in the shards: float16 (half the download; the libraries still compute in
 # float32) or float32.
 PARAM_STORAGE ?= float16
+# What export-lib compiles: webgpu (the page's libraries) and/or cpu (the same modules as shared libraries, for
+# the parity tests and stages/lib/cpu_pipeline.py; minutes of LLVM that the page never loads).
+TARGETS   ?= webgpu
 # 3x3 convolutions as Winograd GEMMs (1, faster) or direct (0: the transformed weights that stay on the GPU
 # are 1.8-4x the conv weights; full-size SD 1.5 peaks at 10.7 GB of GPU memory with them, 7.2 without).
 WINOGRAD  ?= 1
@@ -76,7 +84,10 @@ endif
 say = @printf '  %-14s %s\n' '$1' '$2'
 
 # ---- the variant's files --------------------------------------------------------------------------------
-LIBS    := $(foreach l,$(LIBRARIES),$(A)/$(l)/lib.webgpu.v1.tar $(A)/$(l)/lib.cpu.v1.so)
+LIB_FILE_webgpu := lib.webgpu.v1.tar
+LIB_FILE_cpu    := lib.cpu.v1.so
+$(foreach t,$(TARGETS),$(if $(filter webgpu cpu,$(t)),,$(error TARGETS=$(TARGETS): $(t) is not a target; give webgpu and/or cpu)))
+LIBS    := $(foreach l,$(LIBRARIES),$(foreach t,$(TARGETS),$(A)/$(l)/$(LIB_FILE_$(t))))
 PARAMS  := $(foreach s,$(WEIGHTED_$(MODEL)),$(A)/$(s)/params.v1/tensor-cache.json)
 SCHEDULER_FILES := $(addprefix $(A)/scheduler.v1/,scheduler_pndm_consts.json \
                    scheduler_dpm_solver_multistep_consts.json scheduler_euler_discrete_consts.json)
@@ -89,7 +100,7 @@ OUTPUTS := $(LIBS) $(PARAMS) $(SCHEDULER_FILES) $(TOKENIZER_FILES) $(WASM) $(MAN
 help:
 	@sed -n '3,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-sd15: $(OUTPUTS) ## build SD 1.5: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name] [PARAM_STORAGE=float32] [WINOGRAD=0]
+sd15: $(OUTPUTS) ## build SD 1.5: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name] [PARAM_STORAGE=float32] [WINOGRAD=0] [TARGETS="webgpu cpu"]
 	@echo "$(VARIANT): $(words $(OUTPUTS)) artifacts up to date in $(A)/ (what ran: $(A)/build.log)"
 
 sdxl: ## SDXL (not built yet)
@@ -237,9 +248,9 @@ $(A)/.tokenizer.stamp: $(SRC)/tokenizer/tokenizer_config.json stages/dump_tokeni
 	$(Q)$(call STAGE,dump_tokenizer) --weights $(SRC)
 	$(Q)touch $@
 
-# build-runtime: TVM's C++ web runtime -> wasm bitcode, once per TVM version (stages/tvm_runtime/ holds the
+# build-runtime: TVM's C++ web runtime -> wasm objects, once per TVM version (stages/tvm_runtime/ holds the
 # headers the wheel lacks).
-RUNTIME_FILES := $(addprefix $(RUNTIME)/,wasm_runtime.bc tvmjs_support.bc webgpu_runtime.bc)
+RUNTIME_FILES := $(addprefix $(RUNTIME)/,wasm_runtime.o tvmjs_support.o webgpu_runtime.o)
 # (The stamp sits beside the folder: build_runtime.py replaces the folder as a whole.)
 $(RUNTIME_FILES): $(RUNTIME).stamp ;
 $(RUNTIME).stamp: stages/build_runtime.py $(shell find stages/tvm_runtime -name '*.h') \
@@ -285,14 +296,43 @@ generate: sd15 ## WebGPU in Node (Dawn): same options as reference, OUT=file.png
 	$(Q)$(GPU_ENV) node web/node/generate.mjs --model $(MANIFEST) --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
 	  --seed $(SEED) --steps $(STEPS) --scheduler $(SCHEDULER) --guidance $(GUIDANCE) --out $(OUT) --quiet
 
-test: | $(SETUP) $(LAVAPIPE) ## run the test suite (CPU parity, incremental builds, WebGPU on SwiftShader and lavapipe, browser)
-	$(Q)$(PY) -m pytest tests/python -q
-	$(Q)$(MAKE) --no-print-directory test-node
-	$(Q)$(MAKE) --no-print-directory test-browser
+# ---- tests: one tiny build shared by every suite -----------------------------------------------------------
+# TEST_ARTIFACTS holds the tiny SD 1.5 with WebGPU and CPU libraries and no tuning log (an empty TUNING of its
+# own, so a log checked into artifacts/tuning/ does not change what the tests see). pytest, the node tests and
+# the browser tests all use it; make brings it up to date, which costs nothing when nothing changed. Each suite
+# records its tests' times in $(DURATIONS)/, and `make test` ends with the slowest of them.
+TEST_ARTIFACTS ?= build/test-artifacts
+TEST_MAKE := $(MAKE) --no-print-directory WEIGHTS=tiny ARTIFACTS=$(TEST_ARTIFACTS) TUNING=$(TEST_ARTIFACTS)-tuning \
+             TARGETS="webgpu cpu"
+DURATIONS := build/test-durations
+# node:test prints its usual report and hands each test's time to tests/tools/durations_reporter.mjs.
+NODE_TEST = node --test --test-concurrency=1 --test-reporter=spec --test-reporter-destination=stdout \
+            --test-reporter=./tests/tools/durations_reporter.mjs --test-reporter-destination=$(DURATIONS)/$1.jsonl
+.PHONY: test-build test-python test-node test-browser
 
-# tests/node/ on Dawn: runtime.test.mjs needs its compiled fixture (about 90 s, remade only when its sources
-# change); schedulers.test.mjs needs a golden file, and tests/python/test_schedulers.py already runs it with one.
-.PHONY: test-node
+test: | $(SETUP) $(LAVAPIPE) ## run every test suite on one shared tiny build, then list the slowest tests
+	$(Q)rm -rf $(DURATIONS)
+	$(Q)$(MAKE) --no-print-directory test-build
+	$(Q)status=0; \
+	$(MAKE) --no-print-directory test-python || status=1; \
+	$(MAKE) --no-print-directory test-node || status=1; \
+	$(MAKE) --no-print-directory test-browser || status=1; \
+	python3 tests/tools/slowest.py $(DURATIONS); \
+	exit $$status
+
+test-build: | $(SETUP) ## the tiny SD 1.5 the tests share: TEST_ARTIFACTS=build/test-artifacts, TARGETS="webgpu cpu"
+	$(Q)mkdir -p $(TEST_ARTIFACTS)-tuning
+	$(Q)$(TEST_MAKE) sd15
+
+# CPU parity, incremental builds, build errors, tuning, WebGPU on SwiftShader and lavapipe.
+test-python: test-build | $(LAVAPIPE)
+	$(Q)mkdir -p $(DURATIONS)
+	$(Q)WEBSD_TEST_ARTIFACTS=$(TEST_ARTIFACTS) WEBSD_TEST_DURATIONS=$(DURATIONS)/pytest.jsonl \
+	  $(PY) -m pytest tests/python -q -p no:cacheprovider
+
+# tests/node/ on Dawn: runtime.test.mjs needs its compiled fixture (remade only when its sources change; it
+# links the test build's runtime); schedulers.test.mjs needs a golden file, and tests/python/test_schedulers.py
+# already runs it with one.
 RUNTIME_FIXTURE := build/test-fixtures/runtime
 NODE_TESTS := $(filter-out tests/node/schedulers.test.mjs,$(wildcard tests/node/*.test.mjs))
 $(RUNTIME_FIXTURE)/manifest.json: tests/node/fixtures/make_runtime_fixture.py stages/lib/targets.py \
@@ -300,8 +340,10 @@ $(RUNTIME_FIXTURE)/manifest.json: tests/node/fixtures/make_runtime_fixture.py st
 	$(call say,FIXTURE,$(RUNTIME_FIXTURE))
 	$(Q)$(PY) tests/node/fixtures/make_runtime_fixture.py --out-dir $(RUNTIME_FIXTURE) --runtime-dir $(RUNTIME) >/dev/null
 
-test-node: $(RUNTIME_FIXTURE)/manifest.json | $(SETUP)
-	$(Q)$(GPU_ENV) RUNTIME_FIXTURE=$(RUNTIME_FIXTURE) node --test --test-concurrency=1 $(NODE_TESTS)
+test-node: test-build | $(SETUP)
+	$(Q)$(TEST_MAKE) $(RUNTIME_FIXTURE)/manifest.json
+	$(Q)mkdir -p $(DURATIONS)
+	$(Q)$(GPU_ENV) RUNTIME_FIXTURE=$(RUNTIME_FIXTURE) $(call NODE_TEST,node) $(NODE_TESTS)
 
 clean: ## remove generated artifacts (keeps artifacts/tuning/, the venv and node_modules)
 	rm -rf $(filter-out $(ARTIFACTS)/tuning,$(wildcard $(ARTIFACTS)/*)) build
@@ -361,8 +403,10 @@ demo: ## build the tiny SD 1.5, assemble the site with web/local-config.json, se
 	$(Q)$(MAKE) --no-print-directory site SITE_CONFIG=web/local-config.json
 	$(Q)$(MAKE) --no-print-directory serve
 
-# Headless Chromium (SwiftShader) on a site holding only the tiny model; screenshots go to test-results/browser/.
-test-browser: | $(SETUP)
-	$(Q)$(MAKE) --no-print-directory sd15 WEIGHTS=tiny
-	$(Q)python3 deploy/assemble_site.py --config web/local-config.json --out $(TEST_SITE) --models sd15-tiny >/dev/null
-	$(Q)TEST_SITE=$(TEST_SITE) node --test --test-concurrency=1 tests/browser/*.test.mjs
+# Headless Chromium (SwiftShader) on a site holding only the tiny model of the test build; screenshots go to
+# test-results/browser/.
+test-browser: test-build | $(SETUP)
+	$(Q)python3 deploy/assemble_site.py --config web/local-config.json --out $(TEST_SITE) \
+	  --artifacts $(TEST_ARTIFACTS) --models sd15-tiny >/dev/null
+	$(Q)mkdir -p $(DURATIONS)
+	$(Q)TEST_SITE=$(TEST_SITE) TEST_ARTIFACTS=$(TEST_ARTIFACTS) $(call NODE_TEST,browser) tests/browser/*.test.mjs

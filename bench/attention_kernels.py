@@ -103,7 +103,7 @@ def propose(args):
     tar = args.work_dir / "candidates.tar"
     tar.write_bytes(deterministic_tar(raw))
     raw.unlink()
-    link_wasm([tar], args.runtime_dir, args.work_dir / "candidates.wasm")
+    link_wasm([tar], args.runtime_dir, args.work_dir / "candidates.wasm", shipped=False)
     (args.work_dir / "candidates.json").write_text(json.dumps({"prefix": PREFIX, "tasks": tasks}, indent=1))
     print(f"{len(functions)} kernels -> {args.work_dir}/candidates.wasm")
 

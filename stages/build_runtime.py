@@ -1,18 +1,22 @@
-"""build-runtime: the TVM web runtime (C++) of the installed apache-tvm wheel -> wasm bitcode for the link.
+"""build-runtime: the TVM web runtime (C++) of the installed apache-tvm wheel -> wasm objects for the link.
 
     python stages/build_runtime.py --out-dir artifacts/tvm-runtime/<apache-tvm version>
 
 Compiles, with emcc, the three files TVM's own web build compiles (`web/emcc/` in the wheel; see its
 `web/Makefile`):
 
-    wasm_runtime.bc     TVM runtime + tvm-ffi + Relax VM, as one unity file (the wheel's wasm_runtime.cc)
-    webgpu_runtime.bc   the WebGPU device API and shader module (calls back into tvmjs)
-    tvmjs_support.bc    the C functions tvmjs calls (TVMWasmAllocSpace, ...) and its async local session
+    wasm_runtime.o      TVM runtime + tvm-ffi + Relax VM, as one unity file (the wheel's wasm_runtime.cc)
+    webgpu_runtime.o    the WebGPU device API and shader module (calls back into tvmjs)
+    tvmjs_support.o     the C functions tvmjs calls (TVMWasmAllocSpace, ...) and its async local session
+
+TVM's web build emits LLVM bitcode (`-emit-llvm`) here, which every link then optimises again: about 45 s of
+a 83 s link of the tiny model on two cores, repeated for every model, fixture and tuning round. Objects
+optimised once at -O3 link in seconds; the link's own wasm-opt pass still runs over the whole module.
 
 The wheel ships these sources but not a few headers they include; the project's own versions of those
 are in stages/tvm_runtime/ (its README says which and why). The sources are staged into one folder
 laid out as TVM's source tree (wheel files, then the shims), beside the output as `.<out-dir>.src/`,
-and compiled there with relative paths, so the bitcode does not depend on where the build ran.
+and compiled there with relative paths, so the objects do not depend on where the build ran.
 
 The output folder is replaced as a whole and only when some file changed. stages/lib/wasm_link.py links
 these with each submodule's objects into the page's .wasm.
@@ -39,10 +43,10 @@ STAGE = "build-runtime"
 SHIMS = Path(__file__).resolve().parent / "tvm_runtime"
 UNITS = ("wasm_runtime", "webgpu_runtime", "tvmjs_support")
 
-# TVM web/Makefile: EMCC_CFLAGS, and `-emit-llvm -c` for the .bc files.
+# TVM web/Makefile: EMCC_CFLAGS, without its `-emit-llvm` (see the top).
 INCLUDE_DIRS = (".", "include", "3rdparty/tvm-ffi/include", "3rdparty/tvm-ffi/3rdparty/dlpack/include",
                 "3rdparty/compiler-rt")
-CFLAGS = ("-O3", "-std=c++17", "-Wno-ignored-attributes", "-emit-llvm", "-c")
+CFLAGS = ("-O3", "-std=c++17", "-Wno-ignored-attributes", "-c")
 
 
 def package_dir(name: str) -> Path:
@@ -111,14 +115,14 @@ def main() -> None:
     start = time.monotonic()
     with dir_if_changed(out_dir) as tmp:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            jobs = {u: pool.submit(compile_unit, args.emcc, tree, u, tmp / f"{u}.bc") for u in UNITS}
+            jobs = {u: pool.submit(compile_unit, args.emcc, tree, u, tmp / f"{u}.o") for u in UNITS}
             seconds = {u: round(job.result(), 1) for u, job in jobs.items()}
         # Provenance with paths relative to the staged tree, so an unchanged build leaves the folder alone.
         inputs = sorted(p.relative_to(tree) for p in tree.rglob("*") if p.is_file())
         write_json_if_changed(tmp / "runtime.prov.json", {
             "format": "websd-provenance",
             "stage": STAGE,
-            "outputs": [f"{u}.bc" for u in UNITS],
+            "outputs": [f"{u}.o" for u in UNITS],
             "tools": {"apache-tvm": version("apache-tvm"), "apache-tvm-ffi": version("apache-tvm-ffi"),
                       "emcc": tool},
             "options": {"cflags": [*CFLAGS, *(f"-I{d}" for d in INCLUDE_DIRS)]},

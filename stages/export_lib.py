@@ -48,7 +48,7 @@ def link(paths, fam, runtime_dir: Path) -> None:
             for sub, compute in fam.libraries()]
     out = paths.variant_dir / fam.wasm_name
     wrote = link_wasm(tars, runtime_dir, out)
-    write_provenance(out, "link", tars + sorted(runtime_dir.glob("*.bc")))
+    write_provenance(out, "link", tars + sorted(runtime_dir.glob("*.o")))
     log_stage(paths, "link")
     print(f"link {paths.variant}: {len(tars)} libraries + runtime, {out.stat().st_size / 2**20:.1f} MiB, "
           f"{time.time() - start:.1f}s -> {out}{'' if wrote else ' (unchanged)'}")
@@ -59,7 +59,7 @@ def main():
     parser.add_argument("--submodule", help="clip, unet, vae or sched, or a float16 library: unet-f16 (not with --link)")
     parser.add_argument("--target", choices=["webgpu", "cpu"])
     parser.add_argument("--link", action="store_true", help="combine every submodule into the family's .wasm")
-    parser.add_argument("--runtime-dir", type=Path, help="TVM web runtime bitcode (with --link)")
+    parser.add_argument("--runtime-dir", type=Path, help="TVM web runtime objects (with --link)")
     args = parser.parse_args()
     if args.link:
         if args.runtime_dir is None:

@@ -89,7 +89,7 @@ def propose(paths, args) -> None:
     tar = args.work_dir / "candidates.tar"
     write_bytes_if_changed(tar, deterministic_tar(raw))
     raw.unlink()
-    link_wasm([tar], args.runtime_dir, args.work_dir / "candidates.wasm")
+    link_wasm([tar], args.runtime_dir, args.work_dir / "candidates.wasm", shipped=False)
     (args.work_dir / "measured.json").unlink(missing_ok=True)
     write_bytes_if_changed(args.work_dir / "candidates.json", json.dumps(manifest, indent=1).encode())
     print(f"propose: {args.work_dir}/candidates.wasm + candidates.json in {time.time() - start:.0f}s; "
@@ -190,7 +190,7 @@ def main():
     parser.add_argument("--trials", type=int, default=16, help="new tile configurations per kernel and round")
     parser.add_argument("--coverage", type=float, default=0.95, help="tune the heaviest kernels up to this FLOP share")
     parser.add_argument("--max-tasks", type=int, default=64)
-    parser.add_argument("--runtime-dir", type=Path, help="TVM web runtime bitcode (propose)")
+    parser.add_argument("--runtime-dir", type=Path, help="TVM web runtime objects (propose)")
     args = parser.parse_args()
     paths = paths_from(args)
     if args.action == "propose":

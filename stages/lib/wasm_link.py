@@ -8,7 +8,8 @@ host: wasm object files (`lib0.o` with the host code and the VM executable, `<pr
 shaders). Every submodule is compiled as a system library with its own `system_lib_prefix`, so their
 symbols do not clash and tvmjs opens each by prefix (web/runtime/tvm.js, `openVM`).
 
-The emcc flags are those of `tvm.support.emcc.create_tvmjs_wasm` in the pinned wheel. That function is not
+The emcc flags are those of `tvm.support.emcc.create_tvmjs_wasm` in the pinned wheel (but -O1 for libraries
+that never ship). That function is not
 called because it looks the runtime up under $TVM_HOME/web/dist; ours comes from stages/build_runtime.py.
 ASYNCIFY stays off, as in create_tvmjs_wasm: tvmjs needs it only for its RPC server and time evaluator.
 
@@ -28,10 +29,14 @@ from pathlib import Path
 
 from .cli import StageError, file_if_changed
 
-RUNTIME_UNITS = ("wasm_runtime.bc", "tvmjs_support.bc", "webgpu_runtime.bc")
+RUNTIME_UNITS = ("wasm_runtime.o", "tvmjs_support.o", "webgpu_runtime.o")
 
+# -O3 runs binaryen's wasm-opt over the linked module (a fifth smaller: the runtime's unused code goes), about
+# 40 s for the tiny model on two cores. The page's .wasm gets it; a library that never ships (tuning candidates,
+# test kernels, test fixtures) links at -O1, in about a second.
+SHIPPED, UNSHIPPED = "-O3", "-O1"
 EMCC_LINK_FLAGS = (
-    "-O3", "-std=c++17", "--no-entry",
+    "-std=c++17", "--no-entry",
     "-s", "WASM_BIGINT=1",
     "-s", "ERROR_ON_UNDEFINED_SYMBOLS=0",
     "-s", "STANDALONE_WASM=1",
@@ -52,7 +57,7 @@ JS_IMPORTS = frozenset({
 })
 
 
-def runtime_bitcode(runtime_dir: Path) -> list[Path]:
+def runtime_objects(runtime_dir: Path) -> list[Path]:
     files = [Path(runtime_dir) / name for name in RUNTIME_UNITS]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
@@ -134,12 +139,14 @@ def wasm_imports(wasm: bytes) -> list[tuple[str, str]]:
     return found
 
 
-def link_wasm(object_tars: list[Path], runtime_dir: Path, out_wasm: Path, *, emcc: str = "emcc") -> bool:
-    """Links the submodules' objects with the runtime bitcode into `out_wasm`, written atomically and only
-    when its bytes change. Returns whether the file was (re)written."""
+def link_wasm(object_tars: list[Path], runtime_dir: Path, out_wasm: Path, *, emcc: str = "emcc",
+              shipped: bool = True) -> bool:
+    """Links the submodules' objects with the runtime objects into `out_wasm`, written atomically and only
+    when its bytes change. `shipped=False` skips the size optimisation (see SHIPPED). Returns whether the
+    file was (re)written."""
     if not object_tars:
         raise StageError("nothing to link: no submodule libraries given")
-    runtime = runtime_bitcode(runtime_dir)
+    runtime = runtime_objects(runtime_dir)
     with tempfile.TemporaryDirectory(prefix="wasm-link-") as tmp:
         objects, device_objects = [], {}
         for i, tar_path in enumerate(object_tars):
@@ -157,7 +164,7 @@ def link_wasm(object_tars: list[Path], runtime_dir: Path, out_wasm: Path, *, emc
         out_wasm = Path(out_wasm)
         existed = out_wasm.exists() and out_wasm.stat().st_mtime_ns
         with file_if_changed(out_wasm) as tmp_wasm:
-            cmd = [emcc, *EMCC_LINK_FLAGS, "-o", str(tmp_wasm), *map(str, runtime), *map(str, objects)]
+            cmd = [emcc, SHIPPED if shipped else UNSHIPPED, *EMCC_LINK_FLAGS, "-o", str(tmp_wasm), *map(str, runtime), *map(str, objects)]
             start = time.monotonic()
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -3,8 +3,9 @@
 //
 //   make test-browser        (assembles build/test-site with the tiny model, then runs tests/browser/*.test.mjs)
 //
-// TEST_SITE names the assembled site (default build/test-site). Screenshots and images go to
-// test-results/browser/ (git-ignored).
+// TEST_SITE names the assembled site (default build/test-site), TEST_ARTIFACTS the build it holds (default
+// build/test-artifacts: `make test-build`), whose weights the PyTorch reference reads. Screenshots and images go
+// to test-results/browser/ (git-ignored).
 
 import { execFile, spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
@@ -17,6 +18,7 @@ import { chromium } from "playwright-core";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const SITE = path.resolve(ROOT, process.env.TEST_SITE ?? "build/test-site");
+export const ARTIFACTS = path.resolve(ROOT, process.env.TEST_ARTIFACTS ?? "build/test-artifacts");
 export const RESULTS = path.join(ROOT, "test-results/browser");
 export const MODEL = "sd15-tiny";
 export const MODEL_DIR = `models/${MODEL}/`;
@@ -116,7 +118,7 @@ const PY = path.join(ROOT, ".venv/bin/python");
 /** stages/reference.py (PyTorch/diffusers on the CPU) with the same settings; returns the PNG path. */
 export async function reference(s, name) {
   const out = path.join(RESULTS, `${name}.png`);
-  await run(PY, [path.join(ROOT, "stages/reference.py"), "--model", "sd15", "--weights", path.join(ROOT, "artifacts", MODEL, "weights"),
+  await run(PY, [path.join(ROOT, "stages/reference.py"), "--model", "sd15", "--weights", path.join(ARTIFACTS, MODEL, "weights"),
     "--prompt", s.prompt, "--negative", s.negative, "--seed", String(s.seed), "--steps", String(s.steps),
     "--scheduler", s.scheduler, "--guidance", String(s.guidance), "--out", out], { cwd: ROOT, maxBuffer: 1 << 24 });
   return out;

@@ -1,13 +1,18 @@
 """Shared by the build tests (test_build_*.py): one tiny SD 1.5 build per session, and helpers to run make,
 copy a build, read build.log and load a compiled submodule.
 
-    .venv/bin/python -m pytest tests/python -q
+    make test-python                                    (what `make test` runs: the shared test build)
+    .venv/bin/python -m pytest tests/python -q          (a build of its own, in a temporary folder)
     WEBSD_TEST_ARTIFACTS=build/test-artifacts .venv/bin/python -m pytest tests/python/test_build_parity.py -q
 
-The session build is `make sd15 WEIGHTS=tiny` into a pytest temporary folder, with an empty tuning folder of
-its own (so a tuning log checked into artifacts/tuning/ does not change what the tests see). With
-WEBSD_TEST_ARTIFACTS set, it goes there instead and is kept between sessions: make brings it up to date, which
-costs nothing when nothing changed. Tests that change a build work on a copy of the variant folder (`cp -a`
+The session build is `make sd15 WEIGHTS=tiny TARGETS="webgpu cpu"` (the CPU libraries are what the parity tests
+compare) into a pytest temporary folder, with an empty tuning folder of its own (so a tuning log checked into
+artifacts/tuning/ does not change what the tests see). With WEBSD_TEST_ARTIFACTS set, it goes there instead and
+is kept between sessions: make brings it up to date, which costs nothing when nothing changed. `make test` builds
+it once there (build/test-artifacts) for pytest, the node tests and the browser tests alike.
+
+With WEBSD_TEST_DURATIONS set to a file, each test's time (setup, call and teardown) is written there, one JSON
+line per test, for tests/tools/slowest.py. Tests that change a build work on a copy of the variant folder (`cp -a`
 keeps mtimes, so make sees the copy exactly as up to date as the original).
 
 make and the stage scripts run in a snapshot of the source tree taken when the session starts (the files git
@@ -45,8 +50,10 @@ SUBMODULES = ("clip", "unet", "vae", "sched")
 LIBRARIES = SUBMODULES + ("clip-f16", "unet-f16", "vae-f16")
 WEIGHTED = ("clip", "unet", "vae")
 # Variables the Makefile reads with ?=: one set in the caller's environment would change what a test runs.
-MAKE_VARIABLES = ("WEIGHTS", "MODEL", "VARIANT", "ARTIFACTS", "TUNING", "PY", "V", "PROMPT", "NEGATIVE", "SEED",
-                  "STEPS", "SCHEDULER", "GUIDANCE", "OUT", "PARAM_STORAGE", "WINOGRAD")
+MAKE_VARIABLES = ("WEIGHTS", "MODEL", "VARIANT", "ARTIFACTS", "TUNING", "TARGETS", "PY", "V", "PROMPT", "NEGATIVE",
+                  "SEED", "STEPS", "SCHEDULER", "GUIDANCE", "OUT", "PARAM_STORAGE", "WINOGRAD", "JOBS")
+# What the test builds compile: the page's WebGPU libraries, and the CPU libraries the parity tests compare.
+TEST_TARGETS = "webgpu cpu"
 # `say` in the Makefile prints one line per stage run: two spaces, the stage in capitals, its folder.
 STAGE_LINE = re.compile(r"^  [A-Z][A-Z-]+ +\S", re.MULTILINE)
 
@@ -57,6 +64,19 @@ def clean_env(**extra: str) -> dict[str, str]:
            if k not in MAKE_VARIABLES and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     env.update(extra)
     return env
+
+
+# Dawn on Vulkan without a GPU: SwiftShader (Chromium's CPU driver) for float32, lavapipe (Mesa's, fetched by
+# `make setup`: tests/tools/fetch_lavapipe.sh) where shader-f16 is needed.
+SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"
+LAVAPIPE_ICD = ROOT / "build" / "lavapipe" / "icd.json"
+
+
+def lavapipe_env(runtime_dir: Path) -> dict[str, str]:
+    """The environment for a node process on lavapipe. LP_NUM_THREADS=0 runs its work on the calling thread: with
+    its default of a worker thread per core, on two cores, an attention kernel took 320 s instead of 1 and the
+    tiny CLIP and UNet calls 280 s instead of 13 (measured 2026-11-30, Mesa 25.0.7)."""
+    return clean_env(VK_ICD_FILENAMES=str(LAVAPIPE_ICD), XDG_RUNTIME_DIR=str(runtime_dir), LP_NUM_THREADS="0")
 
 
 def make_command(*args: str, **variables) -> list[str]:
@@ -184,11 +204,12 @@ class Build:
         return self.variant / "weights"
 
     def make(self, *args: str, **variables) -> subprocess.CompletedProcess:
-        """make in this build's ARTIFACTS, WEIGHTS=tiny and TUNING unless given."""
+        """make in this build's ARTIFACTS, WEIGHTS=tiny, TUNING and TARGETS unless given."""
         return run_make(*args, tree=self.tree, **self.variables(**variables))
 
     def variables(self, **variables) -> dict:
-        return {"WEIGHTS": "tiny", "ARTIFACTS": self.artifacts, "TUNING": self.tuning, **variables}
+        return {"WEIGHTS": "tiny", "ARTIFACTS": self.artifacts, "TUNING": self.tuning, "TARGETS": TEST_TARGETS,
+                **variables}
 
 
 @pytest.fixture(scope="session")
@@ -211,7 +232,7 @@ def tiny_build(tree, tmp_path_factory) -> Build:
     if runtime.is_dir() and not (artifacts / runtime.name).exists():
         subprocess.run(["cp", "-a", str(runtime), str(artifacts / runtime.name)], check=True)
     build = Build(tree, artifacts, tuning)
-    result = build.make("-j2", MODEL)  # the stages are single-threaded; runtime and model build side by side
+    result = build.make(MODEL)
     if result.returncode != 0:
         pytest.fail(f"make {MODEL} WEIGHTS=tiny ARTIFACTS={artifacts} failed (exit {result.returncode}):\n"
                     f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}", pytrace=False)
@@ -221,15 +242,40 @@ def tiny_build(tree, tmp_path_factory) -> Build:
 @pytest.fixture
 def build_copy(tiny_build, tmp_path):
     """Returns a function that copies the session build's variant folder into a fresh ARTIFACTS folder
-    (`cp -a`: mtimes kept) and gives the copy as a Build with the same TUNING."""
+    (`cp -a`: mtimes kept), as `variant` (a WEIGHTS=<folder> build is named after the model), with the TVM web
+    runtime beside it (else make would rebuild it: a minute), and gives the copy as a Build with the same
+    TUNING."""
 
-    def copy(name: str = "artifacts") -> Build:
+    def copy(name: str = "artifacts", variant: str = VARIANT) -> Build:
         artifacts = tmp_path / name
         artifacts.mkdir()
         runtime = tiny_build.artifacts / "tvm-runtime"
         if runtime.is_dir():  # per ARTIFACTS folder, outside the variant
             subprocess.run(["cp", "-a", str(runtime), str(artifacts / runtime.name)], check=True)
-        subprocess.run(["cp", "-a", str(tiny_build.variant), str(artifacts / VARIANT)], check=True)
+        subprocess.run(["cp", "-a", str(tiny_build.variant), str(artifacts / variant)], check=True)
         return Build(tiny_build.tree, artifacts, tiny_build.tuning)
 
     return copy
+
+
+# ---- durations, for `make test`'s list of the slowest tests -----------------------------------------------------
+
+_durations: dict[str, float] = {}
+_failed: set[str] = set()
+
+
+def pytest_runtest_logreport(report):
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+    if report.failed:
+        _failed.add(report.nodeid)
+
+
+def pytest_sessionfinish(session):
+    out = os.environ.get("WEBSD_TEST_DURATIONS")
+    if out and _durations and not hasattr(session.config, "workerinput"):  # the controller, under pytest-xdist
+        import json
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("".join(json.dumps({"file": nodeid.split("::")[0], "name": nodeid, "seconds": seconds,
+                                                 "passed": nodeid not in _failed}) + "\n"
+                                         for nodeid, seconds in _durations.items()))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import clean_env
+from conftest import LAVAPIPE_ICD, SWIFTSHADER_ICD, clean_env, lavapipe_env
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "stages"))
@@ -30,8 +30,6 @@ sys.path.insert(0, str(ROOT / "stages"))
 from lib import attention  # noqa: E402
 from lib.attention import Config  # noqa: E402
 
-SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"
-LAVAPIPE_ICD = ROOT / "build" / "lavapipe" / "icd.json"
 PREFIX = "test_attention_"
 # float32 throughout, against float64: a few ulps of the output's scale (measured ~1e-7).
 TOLERANCE = 1e-5
@@ -86,7 +84,7 @@ def build_wasm(folder: Path, kernels: dict, runtime: Path) -> Path:
         library = tvm.tirx.build(module.with_attr("system_lib_prefix", PREFIX), target=target("webgpu"))
     library.export_library(str(folder / "raw.tar"))
     (folder / "kernels.tar").write_bytes(deterministic_tar(folder / "raw.tar"))
-    link_wasm([folder / "kernels.tar"], runtime, folder / "kernels.wasm")
+    link_wasm([folder / "kernels.tar"], runtime, folder / "kernels.wasm", shipped=False)
     return folder / "kernels.wasm"
 
 
@@ -104,7 +102,8 @@ def run_kernels(wasm: Path, folder: Path, calls: list, icd: str, features=()) ->
             entry["inputs"].append({"file": str(path), "dtype": str(array.dtype), "shape": list(array.shape)})
         spec["calls"].append(entry)
     (folder / "spec.json").write_text(json.dumps(spec))
-    env = clean_env(VK_ICD_FILENAMES=icd, XDG_RUNTIME_DIR=str(folder))
+    env = lavapipe_env(folder) if icd == str(LAVAPIPE_ICD) else clean_env(VK_ICD_FILENAMES=icd,
+                                                                           XDG_RUNTIME_DIR=str(folder))
     result = subprocess.run(["node", "tests/python/js/run_kernels.mjs", str(folder / "spec.json")], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

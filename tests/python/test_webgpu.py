@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Compiled, clean_env, make_command, relative_error
+from conftest import (LAVAPIPE_ICD, SWIFTSHADER_ICD, Compiled, clean_env, lavapipe_env, make_command,
+                      relative_error)
 
 TOLERANCE = 1e-3
 # make generate against diffusers with the full-precision weights, measured on SwiftShader: 63.0 (pndm), 64.0 (dpm),
@@ -53,7 +54,6 @@ TOLERANCE = 1e-3
 # as float16, keeps a wide margin.
 PSNR_MIN = 30.0
 PROMPTS = ("blurry, low quality, watermark", "a photo of an astronaut riding a horse on the moon")
-SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"
 # Per long node run (the submodule calls, one generation). On SwiftShader most of it is compiling shaders: about
 # 150 s of which a third is the first UNet call and another the VAE, with four runs at once on two cores.
 NODE_TIMEOUT = 480
@@ -275,7 +275,6 @@ def test_vae_rgba_matches_cpu(functions):
 
 # ---- float16 libraries on an adapter with shader-f16 ---------------------------------------------------------
 
-LAVAPIPE_ICD = Path(__file__).resolve().parents[2] / "build" / "lavapipe" / "icd.json"
 # The float16 WebGPU library's error against the float32 library may be this many times the error of the
 # float16 library's CPU build on the same inputs: both round to float16 at the same points, in different orders
 # of accumulation, so neither is the other's exact reference (measured on lavapipe: about 1x).
@@ -302,9 +301,7 @@ def float16_functions(tiny_build, tmp_path_factory):
         calls.add(f"unet{i}", "unet", "unet", rng.standard_normal(unet[0]["shape"], dtype=np.float32),
                   np.array(timestep, np.float32), rng.standard_normal(unet[2]["shape"], dtype=np.float32),
                   np.array(guidance, np.float32))
-    env = clean_env()
-    env.update(VK_ICD_FILENAMES=str(LAVAPIPE_ICD), XDG_RUNTIME_DIR=str(calls.folder))
-    outputs = run_calls(tiny_build, calls, env, "float16")
+    outputs = run_calls(tiny_build, calls, lavapipe_env(calls.folder), "float16")
     return {key: (*outputs[key], calls.reference[key]) for key in outputs}
 
 
