@@ -98,7 +98,7 @@ OUTPUTS := $(LIBS) $(PARAMS) $(SCHEDULER_FILES) $(TOKENIZER_FILES) $(WASM) $(MAN
 
 .PHONY: help setup sd15 sdxl reference generate test clean FORCE
 help:
-	@sed -n '3,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+	@sed -n '3,4p' Makefile; echo; grep -E '^[a-z0-9-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
 sd15: $(OUTPUTS) ## build SD 1.5: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name] [PARAM_STORAGE=float32] [WINOGRAD=0] [TARGETS="webgpu cpu"]
 	@echo "$(VARIANT): $(words $(OUTPUTS)) artifacts up to date in $(A)/ (what ran: $(A)/build.log)"

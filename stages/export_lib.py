@@ -96,7 +96,7 @@ def main():
         with file_if_changed(out) as tmp:
             executable.export_library(str(tmp))
         wrote = True
-    write_provenance(out, "export-lib", [source], {"target": args.target})
+    write_provenance(out, "export-lib", [source], {"target": args.target, "tvm_target": str(make_target(args.target))})
     log_stage(paths, "export-lib")
     print(f"export-lib {paths.variant}/{paths.submodule} [{args.target}]: {out.stat().st_size / 2**10:.0f} KiB, "
           f"{time.time() - start:.1f}s -> {out}{'' if wrote else ' (unchanged)'}")
