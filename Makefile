@@ -112,6 +112,10 @@ ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
   ifeq ($(WEIGHTS),)
     $(error WEIGHTS is not set: give WEIGHTS=tiny (small test model), WEIGHTS=random (full size, random) or WEIGHTS=/path/to/a/diffusers/folder)
   endif
+  # make splits file names at spaces (no quoting helps): say so, rather than "no such folder".
+  ifneq ($(words $(WEIGHTS)),1)
+    $(error WEIGHTS="$(WEIGHTS)" has spaces, which make cannot handle in file names; link the folder to a path without them (ln -s "$(WEIGHTS)" /tmp/weights) and give WEIGHTS=/tmp/weights)
+  endif
   ifeq ($(filter tiny random,$(WEIGHTS)),)
     ifeq ($(wildcard $(WEIGHTS)),)
       $(error WEIGHTS=$(WEIGHTS): no such folder; give a diffusers folder (as save_pretrained writes it), or WEIGHTS=tiny|random)
@@ -120,6 +124,11 @@ ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
     MISSING := $(strip $(foreach f,$(sort $(foreach s,$(SUBS),$(FOLDER_$(s)))) tokenizer scheduler,$(if $(wildcard $(WEIGHTS)/$(f)/.),,$(f))))
     ifneq ($(MISSING),)
       $(error WEIGHTS=$(WEIGHTS) lacks $(addsuffix /,$(MISSING)): a $(MODEL) diffusers folder has text_encoder/ tokenizer/ unet/ vae/ scheduler/)
+    endif
+    # The rest (another family's folder, an unreadable model_index.json) as the stages would say it.
+    WEIGHTS_PROBLEM := $(shell python3 stages/check_weights.py --model $(MODEL) --weights $(WEIGHTS) 2>&1)
+    ifneq ($(WEIGHTS_PROBLEM),)
+      $(error $(WEIGHTS_PROBLEM))
     endif
   endif
 endif

@@ -29,6 +29,7 @@ from lib.cli import (  # noqa: E402
     write_json_if_changed,
     write_provenance,
 )
+from lib.models import read_config  # noqa: E402
 from lib.schedulers import FORMAT, SCHEDULERS, VERSION  # noqa: E402
 
 STAGE = "dump-scheduler"
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     if not config_path.is_file():
         raise StageError(f"missing {config_path}: --weights must be a diffusers folder (save_pretrained layout); "
                          f"generated ones are made by `make {paths.family} WEIGHTS=tiny|random`")
-    config = json.loads(config_path.read_text())
+    config = read_config(config_path)
 
     from diffusers.utils import logging as diffusers_logging
     diffusers_logging.set_verbosity_error()  # from_config warns about the other class's keys; expected here

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lib.cli import log_stage, paths_from, run_stage, stage_parser, write_provenance  # noqa: E402
-from lib.models import check_weights_folder, family  # noqa: E402
+from lib.cli import StageError, log_stage, paths_from, run_stage, stage_parser, write_provenance  # noqa: E402
+from lib.models import check_weights_folder, family, safetensors_files  # noqa: E402
 from lib.relax_io import save_module  # noqa: E402
 
 
@@ -59,6 +59,28 @@ def trace_entry(entry):
     return func, {"inputs": inputs, "params": params}
 
 
+def check_shapes(entry, folder: Path) -> None:
+    """Every tensor of the model built from config.json must have that shape in the weights files too. Reads
+    the files' headers only: seconds here, where dump-params would find it after minutes of compiling."""
+    from safetensors import SafetensorError, safe_open
+
+    stored = {}
+    for path in safetensors_files(folder):
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                stored.update((key, (path, list(f.get_slice(key).get_shape()))) for key in f.keys())
+        except (OSError, SafetensorError) as err:
+            raise StageError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from None
+    prefix = entry.weights_prefix
+    for name, tensor in entry.module.state_dict().items():
+        source = name[len(prefix):]
+        path, shape = stored.get(source, (None, None))
+        if name.startswith(prefix) and path is not None and shape != list(tensor.shape):
+            raise StageError(f"{folder / 'config.json'} does not match the weights: {source} is {shape} in "
+                             f"{path.name}, the config makes it {list(tensor.shape)}; use the config.json that "
+                             f"came with these weights")
+
+
 def main():
     parser = stage_parser(__doc__, weights=True)
     args = parser.parse_args()
@@ -73,12 +95,22 @@ def main():
 
     start = time.time()
     functions, meta = {}, {"family": fam.name, "submodule": sub.name, "functions": {}}
-    for entry in load_entries(sub.name, args.weights):
+    config = args.weights / sub.config_folder / "config.json"
+    try:
+        entries = load_entries(sub.name, args.weights)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        # read_config has checked the JSON; this is a setting the model classes refuse or miss.
+        raise StageError(f"{config} does not describe a {sub.name} diffusers can build ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'no detail'}); restore it from the model's "
+                         f"release") from None
+    for entry in entries:
+        if sub.folder:
+            check_shapes(entry, args.weights / sub.folder)
         func, func_meta = trace_entry(entry)
         functions[entry.function] = func
         meta["functions"][entry.function] = func_meta
     mod = tvm.IRModule(functions)
-    configs = [args.weights / sub.folder / "config.json"] if sub.folder else [args.weights / "unet" / "config.json"]
+    configs = [args.weights / sub.config_folder / "config.json"]
     wrote = save_module(paths.traced, mod, meta)
     write_provenance(paths.traced, "trace", configs, {"weights": str(args.weights)})
     log_stage(paths, "trace")

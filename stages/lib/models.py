@@ -18,11 +18,18 @@ class Submodule:
     name: str
     # Folder of the diffusers layout holding its weights and config; None for submodules without weights.
     folder: str | None
+    # For a submodule without weights: the folder whose config.json shapes it (the scheduler math takes the
+    # UNet's latent shape).
+    config_from: str | None = None
     # Source tensors this submodule does not use, as name prefixes (declared, never silently skipped).
     unused_prefixes: tuple[str, ...] = ()
     # Whether it also gets a float16 library (`<name>-f16`), which runtimes choose where the WebGPU adapter has
     # shader-f16. Not for submodules without weights (the scheduler math is float32 by design).
     float16: bool = False
+
+    @property
+    def config_folder(self) -> str:
+        return self.folder or self.config_from
 
     @property
     def computes(self) -> tuple[str, ...]:
@@ -111,7 +118,7 @@ SD15 = Family(
         Submodule("clip", "text_encoder", unused_prefixes=("text_model.embeddings.position_ids",), float16=True),
         Submodule("unet", "unet", float16=True),
         Submodule("vae", "vae", unused_prefixes=("encoder.", "quant_conv."), float16=True),
-        Submodule("sched", None),
+        Submodule("sched", None, config_from="unet"),
     ),
     tokenizer_folders=("tokenizer",),
     pipeline_class="StableDiffusionPipeline",
@@ -131,6 +138,33 @@ def family(name: str) -> Family:
         raise StageError(f"unknown model {name!r}; known models: {', '.join(FAMILIES)}") from None
 
 
+# Pipelines of other families that a diffusers folder may hold (its model_index.json says which), so that one
+# is named in the refusal instead of failing somewhere inside a stage.
+OTHER_PIPELINES = {
+    "StableDiffusionXLPipeline": "SDXL",
+    "StableDiffusionXLImg2ImgPipeline": "SDXL (refiner)",
+    "StableDiffusion3Pipeline": "Stable Diffusion 3",
+    "FluxPipeline": "FLUX",
+    "StableDiffusionUpscalePipeline": "the SD x4 upscaler",
+    "StableDiffusionInpaintPipeline": "SD inpainting",
+}
+
+
+def read_config(path: Path) -> dict:
+    """A JSON settings file of a diffusers folder (config.json, scheduler_config.json, model_index.json), or a
+    StageError naming the file and what is wrong with it."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise StageError(f"{path} is missing; a diffusers folder (as save_pretrained writes it) has one") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StageError(f"{path} is not valid JSON ({err}); restore it from the model's release") from None
+    if not isinstance(value, dict):
+        raise StageError(f"{path} holds a JSON {type(value).__name__}, not an object of settings; restore it "
+                         f"from the model's release")
+    return value
+
+
 def check_weights_folder(weights: Path, fam: Family) -> None:
     """Stops with a plain message when `weights` is not a usable diffusers folder for `fam`."""
     if not weights.exists():
@@ -139,6 +173,13 @@ def check_weights_folder(weights: Path, fam: Family) -> None:
     if not weights.is_dir():
         raise StageError(f"WEIGHTS={weights} is a file; give a diffusers folder (unet/, vae/, text_encoder/, "
                          f"tokenizer/, scheduler/ with safetensors weights)")
+    index = weights / "model_index.json"
+    if index.is_file():
+        pipeline = read_config(index).get("_class_name")
+        if pipeline != fam.pipeline_class and pipeline in OTHER_PIPELINES:
+            raise StageError(f"WEIGHTS={weights} holds a {OTHER_PIPELINES[pipeline]} model ({pipeline} in "
+                             f"model_index.json); `make {fam.name}` builds {fam.pipeline_class} folders"
+                             + (" (SDXL is not buildable yet)" if "SDXL" in OTHER_PIPELINES[pipeline] else ""))
     needed = [s.folder for s in fam.submodules if s.folder] + list(fam.tokenizer_folders) + ["scheduler"]
     missing = [f for f in needed if not (weights / f).is_dir()]
     if missing:

@@ -10,8 +10,11 @@ a wrong --submodule).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from conftest import MODEL, VARIANT, run_make, run_stage, snapshot, stage_lines
@@ -25,10 +28,12 @@ MAKE_BOOKKEEPING = "make: *** Waiting for unfinished jobs...."
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     """What the user is told: stderr, less make's own closing `make: *** [target] Error 1` line (it names
     the recipe that failed, after the stage has said why) and, in a parallel build, its note that it waits for
-    the jobs already running."""
-    return [line for line in result.stderr.splitlines()
-            if line.strip() and line != MAKE_BOOKKEEPING
-            and not (line.startswith("make: *** [") and "] Error " in line)]
+    the jobs already running, and the same line a second time (two stages of a parallel build that read the
+    same broken file say the same thing)."""
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and line != MAKE_BOOKKEEPING
+             and not (line.startswith("make: *** [") and "] Error " in line)]
+    return list(dict.fromkeys(lines))
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *phrases: str) -> str:
@@ -96,6 +101,105 @@ def test_complete_weights_folder_is_accepted(tree, weights_copy, artifacts):
     trace = f"stages/trace.py --variant-dir {artifacts}/{MODEL} --submodule unet --weights {weights_copy}"
     assert trace in result.stdout
     assert_nothing_in(artifacts)
+
+
+def test_weights_path_with_spaces(tree, artifacts, weights_copy, tmp_path):
+    spaced = tmp_path / "my models" / "sd"
+    spaced.parent.mkdir()
+    weights_copy.rename(spaced)
+    result = run_make(MODEL, tree=tree, WEIGHTS=spaced, ARTIFACTS=artifacts)
+    assert_one_line_error(result, f'WEIGHTS="{spaced}" has spaces', "ln -s")
+    assert_nothing_in(artifacts)
+
+
+def test_folder_of_another_family(tree, artifacts, weights_copy):
+    """An SDXL folder (model_index.json says so) given to make sd15: named, before anything starts; a stage
+    given it says the same."""
+    index = weights_copy / "model_index.json"
+    index.write_text(index.read_text().replace('"StableDiffusionPipeline"', '"StableDiffusionXLPipeline"'))
+    result = run_make(MODEL, tree=tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
+    assert_one_line_error(result, f"WEIGHTS={weights_copy} holds a SDXL model", "StableDiffusionXLPipeline",
+                          f"make {MODEL}")
+    assert_nothing_in(artifacts)
+    stage = run_stage("trace", "--variant-dir", artifacts / MODEL, "--submodule", "unet", "--weights", weights_copy,
+                      tree=tree)
+    assert_one_line_error(stage, "error: trace:", "StableDiffusionXLPipeline")
+
+
+def rebuild_with(build_copy, weights_copy, tree, **variables):
+    """make sd15 on a copy of the session build named as a WEIGHTS=<folder> build is, with `weights_copy`."""
+    build = build_copy(variant=MODEL)
+    before = snapshot(build.artifacts)
+    result = run_make(MODEL, tree=tree, WEIGHTS=weights_copy, ARTIFACTS=build.artifacts, TUNING=build.tuning,
+                      **variables)
+    return build.artifacts / MODEL, before, result
+
+
+def one_up_block_too_few(config: str) -> str:
+    settings = json.loads(config)
+    settings["up_block_types"] = settings["up_block_types"][:-1]
+    return json.dumps(settings)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda config: config[: len(config) // 2], "is not valid JSON"),
+    (lambda config: "[1, 2]", "holds a JSON list, not an object"),
+    (one_up_block_too_few, "does not describe a unet diffusers can build (ValueError: "),
+], ids=["truncated", "not-an-object", "refused-by-diffusers"])
+def test_unusable_config_json(tree, build_copy, weights_copy, damage, problem):
+    """The UNet's config.json broken three ways: trace stops with one line naming the file (the scheduler
+    functions read it too, and say the same); nothing built changes."""
+    config = weights_copy / "unet" / "config.json"
+    config.write_text(damage(config.read_text()))
+    variant, before, result = rebuild_with(build_copy, weights_copy, tree)
+    assert_one_line_error(result, "error: trace:", str(config), problem)
+    assert snapshot(variant.parent) == before
+
+
+def test_config_that_disagrees_with_the_weights(tree, build_copy, weights_copy):
+    """A wrong cross_attention_dim: trace finds it in the weights files' headers, before anything compiles."""
+    config = weights_copy / "unet" / "config.json"
+    settings = json.loads(config.read_text())
+    settings["cross_attention_dim"] = 2 * settings["cross_attention_dim"]
+    config.write_text(json.dumps(settings))
+    variant, before, result = rebuild_with(build_copy, weights_copy, tree)
+    assert_one_line_error(result, "error: trace:", f"{config} does not match the weights", "attn2.to_k.weight",
+                          "use the config.json that came with these weights")
+    assert stage_lines(result.stdout) == [f"TRACE {variant}/unet"]
+    assert snapshot(variant.parent) == before
+
+
+def test_pickled_weights_are_refused_with_how_to_convert(tree, build_copy, weights_copy):
+    (weights_file,) = (weights_copy / "unet").glob("*.safetensors")
+    weights_file.rename(weights_copy / "unet" / "diffusion_pytorch_model.bin")
+    os.utime(weights_copy / "unet" / "config.json")  # a first build of this folder: trace runs
+    variant, before, result = rebuild_with(build_copy, weights_copy, tree)
+    assert_one_line_error(result, "error: trace:", "no .safetensors weights", "pickled .bin weights are not read",
+                          "safe_serialization=True")
+    assert snapshot(variant.parent) == before
+
+
+def test_float16_variant_files_and_extra_folders(tiny_build, tree, build_copy, weights_copy):
+    """A folder as many releases ship it: only `*.fp16.safetensors` weights (float16 values), and folders the
+    build does not use (safety_checker/, feature_extractor/). It builds, and since the shards store float16,
+    into exactly the tensor caches the float32 weights gave."""
+    from safetensors.numpy import load_file, save_file
+
+    for folder in ("safety_checker", "feature_extractor"):
+        (weights_copy / folder).mkdir()
+        (weights_copy / folder / "config.json").write_text("{}")
+    for weights_file in weights_copy.glob("*/*.safetensors"):
+        tensors = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in load_file(weights_file).items()}
+        save_file(tensors, weights_file.with_suffix(".fp16.safetensors"), metadata={"format": "pt"})
+        weights_file.unlink()
+    variant, _, result = rebuild_with(build_copy, weights_copy, tree)
+    assert result.returncode == 0, result.stderr
+    assert sorted(stage_lines(result.stdout)) == sorted(
+        [f"DUMP-PARAMS {variant}/{sub}" for sub in ("clip", "unet", "vae")] + [f"MANIFEST {variant}/model.json"])
+    for sub in ("clip", "unet", "vae"):
+        cache = json.loads((variant / sub / "params.v1" / "tensor-cache.json").read_text())
+        original = json.loads((tiny_build.variant / sub / "params.v1" / "tensor-cache.json").read_text())
+        assert cache["records"] == original["records"], sub
 
 
 def test_corrupt_safetensors(tiny_build, build_copy, weights_copy):

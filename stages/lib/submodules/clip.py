@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from . import Entry
+from ..models import read_config
 
 
 class TextEncoder(torch.nn.Module):
@@ -24,7 +24,7 @@ class TextEncoder(torch.nn.Module):
 def entries(weights: Path) -> list[Entry]:
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    config = CLIPTextConfig(**json.loads((weights / "text_encoder" / "config.json").read_text()))
+    config = CLIPTextConfig(**read_config(weights / "text_encoder" / "config.json"))
     # Eager attention: torch's SDPA exports a "safe softmax" guard with boolean tensors between kernels,
     # and WGSL has no 8-bit storage type for them.
     config._attn_implementation = "eager"

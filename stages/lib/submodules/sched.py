@@ -7,12 +7,12 @@ tiny functions serves every scheduler: lincomb<N>(coeffs (N,), x_0 .. x_{N-1}) =
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from . import Entry
+from ..models import read_config
 
 MAX_TERMS = 5
 
@@ -26,7 +26,7 @@ class LinComb(torch.nn.Module):
 
 
 def entries(weights: Path) -> list[Entry]:
-    config = json.loads((weights / "unet" / "config.json").read_text())
+    config = read_config(weights / "unet" / "config.json")
     shape = (1, config["out_channels"], config["sample_size"], config["sample_size"])
     result = []
     for n in range(1, MAX_TERMS + 1):

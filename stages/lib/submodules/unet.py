@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from . import Entry
+from ..models import read_config
 
 
 class GuidedUNet(torch.nn.Module):
@@ -32,7 +32,7 @@ class GuidedUNet(torch.nn.Module):
 def entries(weights: Path) -> list[Entry]:
     from diffusers import UNet2DConditionModel
 
-    config = json.loads((weights / "unet" / "config.json").read_text())
+    config = read_config(weights / "unet" / "config.json")
     torch.manual_seed(0)  # the values are never used (weights come from dump-params); keep tracing deterministic
     unet = UNet2DConditionModel.from_config(config).eval()
     size = config["sample_size"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from . import Entry
+from ..models import read_config
 
 
 class DecodeToRGBA(torch.nn.Module):
@@ -35,7 +35,7 @@ class DecodeToRGBA(torch.nn.Module):
 def entries(weights: Path) -> list[Entry]:
     from diffusers import AutoencoderKL
 
-    config = json.loads((weights / "vae" / "config.json").read_text())
+    config = read_config(weights / "vae" / "config.json")
     torch.manual_seed(0)
     vae = AutoencoderKL.from_config(config).eval()
     latent = config["sample_size"] // 2 ** (len(config["block_out_channels"]) - 1)
