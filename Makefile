@@ -125,8 +125,9 @@ ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
     ifneq ($(MISSING),)
       $(error WEIGHTS=$(WEIGHTS) lacks $(addsuffix /,$(MISSING)): a $(MODEL) diffusers folder has text_encoder/ tokenizer/ unet/ vae/ scheduler/)
     endif
-    # The rest (another family's folder, an unreadable model_index.json) as the stages would say it.
-    WEIGHTS_PROBLEM := $(shell python3 stages/check_weights.py --model $(MODEL) --weights $(WEIGHTS) 2>&1)
+    # The rest (another family's folder, an unreadable model_index.json) as the stages would say it; an
+    # unknown MODEL is for the stage that takes it to name.
+    WEIGHTS_PROBLEM := $(if $(filter $(MODEL),$(MODELS)),$(shell python3 stages/check_weights.py --model $(MODEL) --weights $(WEIGHTS) 2>&1))
     ifneq ($(WEIGHTS_PROBLEM),)
       $(error $(WEIGHTS_PROBLEM))
     endif

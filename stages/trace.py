@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,9 +28,13 @@ def trace_entry(entry):
 
     from lib.submodules import plain_attention
 
-    with torch.no_grad(), plain_attention():
-        program = torch.export.export(entry.module, entry.example_inputs)
-    mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True)
+    # Deprecation notices of torch's pytree internals, raised inside torch.export and TVM's importer: not the
+    # user's to act on, and noise beside a real error of a parallel build.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        with torch.no_grad(), plain_attention():
+            program = torch.export.export(entry.module, entry.example_inputs)
+        mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True)
     # Non-persistent buffers (CLIP's position_ids) are in no checkpoint; the frontend makes them constants.
     state = program.state_dict
     constants = {spec.arg.name for spec in program.graph_signature.input_specs

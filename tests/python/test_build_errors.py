@@ -126,6 +126,14 @@ def test_folder_of_another_family(tree, artifacts, weights_copy):
     assert_one_line_error(stage, "error: trace:", "StableDiffusionXLPipeline")
 
 
+def assert_only_the_scheduler_changed(before: dict, after: dict) -> None:
+    """The UNet's config is the scheduler functions' input too: in a parallel build their trace runs beside the
+    UNet's, and where it can read the config it finishes (its stamp, provenance and build.log line). Nothing
+    else may change."""
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    assert {p for p in changed if not p.startswith(f"{MODEL}/sched/") and p != f"{MODEL}/build.log"} == set(), changed
+
+
 def rebuild_with(build_copy, weights_copy, tree, **variables):
     """make sd15 on a copy of the session build named as a WEIGHTS=<folder> build is, with `weights_copy`."""
     build = build_copy(variant=MODEL)
@@ -153,7 +161,7 @@ def test_unusable_config_json(tree, build_copy, weights_copy, damage, problem):
     config.write_text(damage(config.read_text()))
     variant, before, result = rebuild_with(build_copy, weights_copy, tree)
     assert_one_line_error(result, "error: trace:", str(config), problem)
-    assert snapshot(variant.parent) == before
+    assert_only_the_scheduler_changed(before, snapshot(variant.parent))
 
 
 def test_config_that_disagrees_with_the_weights(tree, build_copy, weights_copy):
@@ -165,8 +173,8 @@ def test_config_that_disagrees_with_the_weights(tree, build_copy, weights_copy):
     variant, before, result = rebuild_with(build_copy, weights_copy, tree)
     assert_one_line_error(result, "error: trace:", f"{config} does not match the weights", "attn2.to_k.weight",
                           "use the config.json that came with these weights")
-    assert stage_lines(result.stdout) == [f"TRACE {variant}/unet"]
-    assert snapshot(variant.parent) == before
+    assert set(stage_lines(result.stdout)) - {f"TRACE {variant}/sched"} == {f"TRACE {variant}/unet"}
+    assert_only_the_scheduler_changed(before, snapshot(variant.parent))
 
 
 def test_pickled_weights_are_refused_with_how_to_convert(tree, build_copy, weights_copy):
@@ -176,7 +184,7 @@ def test_pickled_weights_are_refused_with_how_to_convert(tree, build_copy, weigh
     variant, before, result = rebuild_with(build_copy, weights_copy, tree)
     assert_one_line_error(result, "error: trace:", "no .safetensors weights", "pickled .bin weights are not read",
                           "safe_serialization=True")
-    assert snapshot(variant.parent) == before
+    assert_only_the_scheduler_changed(before, snapshot(variant.parent))
 
 
 def test_float16_variant_files_and_extra_folders(tiny_build, tree, build_copy, weights_copy):
@@ -194,8 +202,8 @@ def test_float16_variant_files_and_extra_folders(tiny_build, tree, build_copy, w
         weights_file.unlink()
     variant, _, result = rebuild_with(build_copy, weights_copy, tree)
     assert result.returncode == 0, result.stderr
-    assert sorted(stage_lines(result.stdout)) == sorted(
-        [f"DUMP-PARAMS {variant}/{sub}" for sub in ("clip", "unet", "vae")] + [f"MANIFEST {variant}/model.json"])
+    # (the tensor caches come out byte-equal, so not even the manifest follows)
+    assert sorted(stage_lines(result.stdout)) == [f"DUMP-PARAMS {variant}/{sub}" for sub in ("clip", "unet", "vae")]
     for sub in ("clip", "unet", "vae"):
         cache = json.loads((variant / sub / "params.v1" / "tensor-cache.json").read_text())
         original = json.loads((tiny_build.variant / sub / "params.v1" / "tensor-cache.json").read_text())
