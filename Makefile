@@ -312,7 +312,7 @@ generate: sd15 ## WebGPU in Node (Dawn): same options as reference, OUT=file.png
 # the browser tests all use it; make brings it up to date, which costs nothing when nothing changed. Each suite
 # records its tests' times in $(DURATIONS)/, and `make test` ends with the slowest of them.
 TEST_ARTIFACTS ?= build/test-artifacts
-TEST_MAKE := $(MAKE) --no-print-directory WEIGHTS=tiny ARTIFACTS=$(TEST_ARTIFACTS) TUNING=$(TEST_ARTIFACTS)-tuning \
+TEST_MAKE = $(MAKE) --no-print-directory WEIGHTS=tiny ARTIFACTS=$(TEST_ARTIFACTS) TUNING=$(TEST_ARTIFACTS)-tuning \
              TARGETS="webgpu cpu"
 DURATIONS := build/test-durations
 # node:test prints its usual report and hands each test's time to tests/tools/durations_reporter.mjs.
