@@ -22,7 +22,8 @@ const el = {
   generate: $("generate"), stop: $("stop"), frame: $("frame"), result: $("result"), canvas: $("preview-canvas"), placeholder: $("placeholder"),
   status: $("status"), statusText: $("status-text"), bar: $("bar"), barFill: $("bar-fill"), detail: $("status-detail"),
   error: $("error"), errorTitle: $("error-title"), errorMessage: $("error-message"), errorHelp: $("error-help"), retry: $("retry"),
-  resultActions: $("result-actions"), download: $("download"), copyLink: $("copy-link"),
+  resultActions: $("result-actions"), download: $("download"), copyLink: $("copy-link"), notices: $("notices"),
+  promptFit: $("prompt-fit"), negativeFit: $("negative-fit"),
   files: $("files"), filesSummary: $("files-summary"), fileList: $("file-list"),
   cacheStatus: $("cache-status"), clearCache: $("clear-cache"), gpuInfo: $("gpu-info"), dev: $("dev"),
 };
@@ -127,10 +128,50 @@ function writeSettings(s) {
   if (s.model && app.config?.models.some((m) => m.id === s.model)) el.model.value = s.model;
 }
 
+const selectValues = (select) => [...select.options].map((o) => o.value);
+
+/**
+ * The link's settings, each one the page can use: {settings, notices}. A value that cannot be used (a negative
+ * step count, an unknown scheduler, a seed that is not a whole number) is replaced, and a notice says which,
+ * why, and what stands instead. Models are checked once the configuration is read (checkModelFromURL).
+ */
 function settingsFromURL() {
-  const s = {};
-  for (const key of Object.keys(DEFAULTS)) if (params.has(key)) s[key] = params.get(key);
-  return s;
+  const settings = {}, notices = [];
+  const take = (key, value, ok, why, fallback) => {
+    if (ok(value)) settings[key] = value;
+    else notices.push(`${key}=${JSON.stringify(shorten(params.get(key)))} in the link: ${why}; using ${fallback === "" ? "none" : fallback}.`);
+  };
+  for (const key of ["prompt", "negative"]) if (params.has(key)) settings[key] = params.get(key);
+  const number = (key) => (params.get(key).trim() === "" ? NaN : Number(params.get(key)));
+  if (params.has("seed")) {
+    const seed = randomSeed();
+    take("seed", number("seed"), (v) => Number.isSafeInteger(v) && v >= 0, "the seed must be a whole number, 0 or more", seed);
+    settings.seed ??= seed;
+  }
+  if (params.has("steps")) take("steps", number("steps"), (v) => Number.isInteger(v) && v >= 1 && v <= 50, "steps must be a whole number from 1 to 50", DEFAULTS.steps);
+  if (params.has("guidance")) take("guidance", number("guidance"), (v) => Number.isFinite(v) && v >= 1 && v <= 30, "guidance must be a number from 1 to 30", DEFAULTS.guidance);
+  if (params.has("scheduler")) take("scheduler", params.get("scheduler"), (v) => selectValues(el.scheduler).includes(v), `this site's schedulers are ${selectValues(el.scheduler).join(", ")}`, DEFAULTS.scheduler);
+  if (params.has("preview")) take("preview", params.get("preview"), (v) => selectValues(el.preview).includes(v), `previews are ${selectValues(el.preview).join(", ")}`, DEFAULTS.preview);
+  return { settings, notices };
+}
+
+function shorten(text, max = 40) {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
+/** Notices for the link's model: none if the site has it (or the link names none). */
+function modelNotices() {
+  const wanted = params.get("model");
+  if (wanted === null || app.config.models.some((m) => m.id === wanted)) return [];
+  return [`model=${JSON.stringify(shorten(wanted))} in the link: this site has ${app.config.models.map((m) => m.id).join(", ")}; using ${el.model.value}.`];
+}
+
+/** Shows what was corrected (or hides the list), and puts the corrected settings in the address bar, so a reload
+ * does not repeat the problem. */
+function showNotices(notices) {
+  el.notices.replaceChildren(...notices.map((n) => Object.assign(document.createElement("li"), { textContent: n })));
+  el.notices.hidden = notices.length === 0;
+  if (notices.length) history.replaceState(null, "", shareURL(readSettings()));
 }
 
 /** Problems with the settings, as {field: message}; empty when they can be used. */
@@ -342,6 +383,7 @@ function loadModel(id) {
       (computes.includes("float16") ? ", computing in float16 (this GPU has shader-f16)" : "") +
       (info.warning ? `. ${info.warning}` : info.persistent ? "; kept in this browser for next time." : "."));
     setState("ready");
+    schedulePromptFit();
     app.dev?.modelLoaded(info);
     refreshCacheStatus();
     return info;
@@ -407,6 +449,10 @@ async function generate(overrides = {}) {
     const [field, message] = Object.entries(problems)[0];
     el[field].setCustomValidity(message);
     el[field].reportValidity();
+    // Whatever was on its way (a link's autorun, say) ends here, and the page is usable: fix, then Generate.
+    status("Fix the marked setting, then press Generate.", message);
+    bar(null);
+    setState(app.model ? (app.lastImage ? "done" : "ready") : "idle");
     throw Object.assign(new Error(message), { name: "ScheduleError" });
   }
   history.replaceState(null, "", shareURL(settings));
@@ -491,6 +537,29 @@ function onGenerate(overrides) {
   return action();
 }
 
+// ---- prompt length ---------------------------------------------------------------------------------------
+
+/** Says under each prompt box when the text encoder will not read all of it, and from where, as the loaded
+ * model's tokenizer counts (the worker has it; nothing is said before a model is loaded). */
+async function checkPromptFit() {
+  if (!app.model || !app.client) return;
+  const texts = [el.prompt.value, el.negative.value];
+  const fits = await app.client.call("fit", { texts }).catch(() => null);
+  if (!fits || texts[0] !== el.prompt.value || texts[1] !== el.negative.value) return; // a newer check follows
+  for (const [fit, out] of [[fits[0], el.promptFit], [fits[1], el.negativeFit]]) {
+    out.hidden = !fit.dropped;
+    out.textContent = fit.dropped
+      ? `${fit.tokens} tokens: the text encoder reads the first ${fit.max}, so “${shorten(fit.dropped, 60)}” is left out.`
+      : "";
+  }
+}
+
+let fitTimer = null;
+function schedulePromptFit() {
+  clearTimeout(fitTimer);
+  fitTimer = setTimeout(checkPromptFit, 150);
+}
+
 // ---- cache status ---------------------------------------------------------------------------------------
 
 async function refreshCacheStatus() {
@@ -530,6 +599,8 @@ function wire() {
     if (!el.generate.disabled) onGenerate();
   });
   el.form.addEventListener("input", (event) => event.target.setCustomValidity?.(""));
+  el.prompt.addEventListener("input", schedulePromptFit);
+  el.negative.addEventListener("input", schedulePromptFit);
   el.form.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
@@ -593,7 +664,8 @@ async function startModel(autorun) {
 
 async function main() {
   wire();
-  writeSettings({ ...DEFAULTS, seed: randomSeed(), ...settingsFromURL() });
+  const fromURL = settingsFromURL();
+  writeSettings({ ...DEFAULTS, seed: randomSeed(), ...fromURL.settings });
   if (DEV) {
     const { DevPanel } = await import("./dev.js");
     app.dev = new DevPanel(el.dev, app);
@@ -610,6 +682,8 @@ async function main() {
     const wanted = params.get("model");
     el.model.value = app.config.models.some((m) => m.id === wanted) ? wanted : (app.config.default_model ?? app.config.models[0].id);
     if (!el.model.value) el.model.value = app.config.models[0].id;
+    const notices = [...fromURL.notices, ...modelNotices()];
+    showNotices(notices);
 
     status("Checking the GPU…");
     app.client ??= new WorkerClient(new Worker(new URL("./worker.js", import.meta.url), { type: "module" }));
@@ -618,7 +692,8 @@ async function main() {
     el.gpuInfo.textContent = `GPU: ${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unnamed adapter"}` +
       (a.fallback ? " (a software renderer: expect it to be very slow)" : "");
     app.dev?.adapter(a);
-    await startModel(params.get("autorun") === "1");
+    // A link whose settings had to be corrected does not run by itself: the user sees the notice first.
+    await startModel(params.get("autorun") === "1" && notices.length === 0);
   };
   try {
     await start();

@@ -201,4 +201,6 @@ serve(self, {
     return { value: true };
   },
   unload,
+  // How the texts fit the loaded model's text encoder (tokenizer.js fit), or null with no model loaded.
+  fit: ({ texts }) => ({ value: current ? texts.map((t) => current.model.tokenizer.fit(t)) : null }),
 });

@@ -63,6 +63,15 @@ export class ClipTokenizer {
     return out;
   }
 
+  // How much of `text` the text encoder reads: {tokens, max, dropped}; `dropped` is the text of the tokens past
+  // `max` as the tokenizer reads it (lower case, spacing normalised), empty when everything fits.
+  fit(text) {
+    const ids = this.tokenizer.encode(String(text ?? ""), { add_special_tokens: false }).ids;
+    const max = MAX_LENGTH - 2;
+    const dropped = ids.length > max ? this.tokenizer.decode(ids.slice(max), { skip_special_tokens: true }).trim() : "";
+    return { tokens: ids.length, max, dropped };
+  }
+
   // Row 0 the negative prompt, row 1 the prompt: the `input_ids` (2, 77) of the compiled `clip` function.
   encodePair(negative, prompt) {
     const out = new Int32Array(2 * MAX_LENGTH);
