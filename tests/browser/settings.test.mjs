@@ -180,7 +180,8 @@ test("a prompt longer than the text encoder reads is flagged under its box, with
   const prompt = words.join(" ");
   const shown = text.match(/“(.+)”/)[1].replace(/…$/, "");
   const at = prompt.indexOf(shown);
-  assert.ok(at > prompt.indexOf("word20 ") && at < prompt.indexOf("word50 "), `"${shown}" is not where the prompt is cut`);
+  assert.ok(at > prompt.indexOf("word20 ") && at < prompt.indexOf("word50 ") && prompt[at - 1] === " ",
+    `"${shown}" is not where the prompt is cut`);
   assert.equal(await page.$eval("#negative-fit", (p) => p.hidden), true);
   await page.fill("#prompt", "a cat");
   await page.waitForFunction(() => document.getElementById("prompt-fit").hidden);

@@ -15,7 +15,7 @@
 //
 // Error objects cross as {name, message, url}: `name` is the class name from web/runtime/errors.js.
 
-export const REQUESTS = Object.freeze(["probe", "load", "generate", "abort", "unload"]);
+export const REQUESTS = Object.freeze(["probe", "load", "generate", "abort", "unload", "fit"]);
 export const REPLIES = Object.freeze(["progress", "return", "throw"]);
 
 export function serializeError(err) {
