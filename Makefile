@@ -22,9 +22,12 @@ SHELL := bash
 MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
 # Parallel by default: independent stages (submodules, targets, the runtime) build side by side, and every
 # output goes through an atomic rename, so a parallel or interrupted build is as safe as a serial one. A -j on
-# the command line wins (make -j1 for a serial build). JOBS=1 too.
+# the command line wins (make -j1 for a serial build). JOBS=1 too. Only the top-level make sets it: a sub-make
+# shares its parent's job slots (a recipe that runs make through a variable marks the line with +).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-MAKEFLAGS += -j$(JOBS)
+ifeq ($(MAKELEVEL),0)
+  MAKEFLAGS += -j$(JOBS)
+endif
 
 # ---- what to build ------------------------------------------------------------------------------------
 MODELS        := sd15
@@ -332,7 +335,7 @@ test: | $(SETUP) $(LAVAPIPE) ## run every test suite on one shared tiny build, t
 
 test-build: | $(SETUP) ## the tiny SD 1.5 the tests share: TEST_ARTIFACTS=build/test-artifacts, TARGETS="webgpu cpu"
 	$(Q)mkdir -p $(TEST_ARTIFACTS)-tuning
-	$(Q)$(TEST_MAKE) sd15
+	$(Q)+$(TEST_MAKE) sd15
 
 # CPU parity, incremental builds, build errors, tuning, WebGPU on SwiftShader and lavapipe.
 test-python: test-build | $(LAVAPIPE)
@@ -351,7 +354,7 @@ $(RUNTIME_FIXTURE)/manifest.json: tests/node/fixtures/make_runtime_fixture.py st
 	$(Q)$(PY) tests/node/fixtures/make_runtime_fixture.py --out-dir $(RUNTIME_FIXTURE) --runtime-dir $(RUNTIME) >/dev/null
 
 test-node: test-build | $(SETUP)
-	$(Q)$(TEST_MAKE) $(RUNTIME_FIXTURE)/manifest.json
+	$(Q)+$(TEST_MAKE) $(RUNTIME_FIXTURE)/manifest.json
 	$(Q)mkdir -p $(DURATIONS)
 	$(Q)$(GPU_ENV) RUNTIME_FIXTURE=$(RUNTIME_FIXTURE) $(call NODE_TEST,node) $(NODE_TESTS)
 
