@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { launchBrowser, modelRequests, openPage, pageText, screenshot, startServer, waitForState } from "./harness.mjs";
+import { announceLargeModels, launchBrowser, modelRequests, openPage, pageText, screenshot, startServer, waitForState } from "./harness.mjs";
 
 let server, browser;
 
@@ -118,12 +118,7 @@ test("a large model waits for a click before downloading; the click starts it", 
   const session = await openPage(browser, server);
   const { context, page, requests } = session;
   // The tiny model, announced as 4 GB.
-  await context.route("**/stable-diffusion-config.json", async (route) => {
-    const response = await route.fetch();
-    const config = await response.json();
-    for (const m of config.models) m.download_bytes = 4 * 2 ** 30;
-    route.fulfill({ response, json: config });
-  });
+  await announceLargeModels(context);
   await page.goto(`${server.url}?model=sd15-tiny&autorun=1`); // not even autorun downloads gigabytes unasked
   assert.equal(await waitForState(page, ["idle", "ready", "error"], 30_000), "idle");
   assert.match(await page.textContent("#status-text"), /4\.0 GB to download/);

@@ -75,6 +75,17 @@ export async function openPage(browser, server, { viewport = { width: 1280, heig
   return { context, page, requests, foreign, errors, url: server.url };
 }
 
+/** The site's configuration, as this context sees it, announces every model as a 4 GB download: the page then
+ * waits for a click before downloading anything, whatever the link says. */
+export async function announceLargeModels(context) {
+  await context.route("**/stable-diffusion-config.json", async (route) => {
+    const response = await route.fetch();
+    const config = await response.json();
+    for (const m of config.models) m.download_bytes = 4 * 2 ** 30;
+    route.fulfill({ response, json: config });
+  });
+}
+
 /** Requests for model files (paths under models/<variant>/), as paths relative to the variant folder. */
 export const modelRequests = (requests) => requests.filter((p) => p.startsWith(MODEL_DIR)).map((p) => p.slice(MODEL_DIR.length));
 

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { launchBrowser, modelRequests, openPage, pageText, screenshot, startServer, waitForState } from "./harness.mjs";
+import { announceLargeModels, launchBrowser, modelRequests, openPage, pageText, screenshot, startServer, waitForState } from "./harness.mjs";
 
 const CASES = 200;
 const SEED = 20261130;
@@ -85,12 +85,7 @@ test(`${CASES} generated sets of URL settings: each page ends usable or with an 
     d.dismiss().catch(() => {});
   });
   // The tiny model announced as 4 GB: the page waits for a click, so no case downloads anything.
-  await context.route("**/stable-diffusion-config.json", async (route) => {
-    const response = await route.fetch();
-    const config = await response.json();
-    for (const m of config.models) m.download_bytes = 4 * 2 ** 30;
-    route.fulfill({ response, json: config });
-  });
+  await announceLargeModels(context);
   const random = generator(SEED);
   const states = {};
   for (let i = 0; i < CASES; i++) {
