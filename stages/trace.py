@@ -78,9 +78,11 @@ def check_shapes(entry, folder: Path) -> None:
             raise StageError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from None
     prefix = entry.weights_prefix
     for name, tensor in entry.module.state_dict().items():
+        if not name.startswith(prefix):
+            continue
         source = name[len(prefix):]
         path, shape = stored.get(source, (None, None))
-        if name.startswith(prefix) and path is not None and shape != list(tensor.shape):
+        if path is not None and shape != list(tensor.shape):
             raise StageError(f"{folder / 'config.json'} does not match the weights: {source} is {shape} in "
                              f"{path.name}, the config makes it {list(tensor.shape)}; use the config.json that "
                              f"came with these weights")

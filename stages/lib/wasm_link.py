@@ -9,8 +9,8 @@ shaders). Every submodule is compiled as a system library with its own `system_l
 symbols do not clash and tvmjs opens each by prefix (web/runtime/tvm.js, `openVM`).
 
 The emcc flags are those of `tvm.support.emcc.create_tvmjs_wasm` in the pinned wheel (but -O1 for libraries
-that never ship). That function is not
-called because it looks the runtime up under $TVM_HOME/web/dist; ours comes from stages/build_runtime.py.
+that never ship). That function is not called because it looks the runtime up under $TVM_HOME/web/dist; ours
+comes from stages/build_runtime.py.
 ASYNCIFY stays off, as in create_tvmjs_wasm: tvmjs needs it only for its RPC server and time evaluator.
 
 The result imports only the functions web/runtime/tvm.js and tvmjs provide (`JS_IMPORTS`); anything else
@@ -164,7 +164,8 @@ def link_wasm(object_tars: list[Path], runtime_dir: Path, out_wasm: Path, *, emc
         out_wasm = Path(out_wasm)
         existed = out_wasm.exists() and out_wasm.stat().st_mtime_ns
         with file_if_changed(out_wasm) as tmp_wasm:
-            cmd = [emcc, SHIPPED if shipped else UNSHIPPED, *EMCC_LINK_FLAGS, "-o", str(tmp_wasm), *map(str, runtime), *map(str, objects)]
+            cmd = [emcc, SHIPPED if shipped else UNSHIPPED, *EMCC_LINK_FLAGS, "-o", str(tmp_wasm),
+                   *map(str, runtime), *map(str, objects)]
             start = time.monotonic()
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True)

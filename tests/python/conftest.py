@@ -9,11 +9,12 @@ The session build is `make sd15 WEIGHTS=tiny TARGETS="webgpu cpu"` (the CPU libr
 compare) into a pytest temporary folder, with an empty tuning folder of its own (so a tuning log checked into
 artifacts/tuning/ does not change what the tests see). With WEBSD_TEST_ARTIFACTS set, it goes there instead and
 is kept between sessions: make brings it up to date, which costs nothing when nothing changed. `make test` builds
-it once there (build/test-artifacts) for pytest, the node tests and the browser tests alike.
+it once there (build/test-artifacts) for pytest, the node tests and the browser tests alike. Tests that change a
+build work on a copy of the variant folder (`cp -a` keeps mtimes, so make sees the copy exactly as up to date as
+the original).
 
 With WEBSD_TEST_DURATIONS set to a file, each test's time (setup, call and teardown) is written there, one JSON
-line per test, for tests/tools/slowest.py. Tests that change a build work on a copy of the variant folder (`cp -a`
-keeps mtimes, so make sees the copy exactly as up to date as the original).
+line per test, for tests/tools/slowest.py.
 
 make and the stage scripts run in a snapshot of the source tree taken when the session starts (the files git
 tracks or would track, mtimes kept; .venv and node_modules linked): an edit to stages/ while the tests run

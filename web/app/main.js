@@ -133,25 +133,29 @@ const selectValues = (select) => [...select.options].map((o) => o.value);
 /**
  * The link's settings, each one the page can use: {settings, notices}. A value that cannot be used (a negative
  * step count, an unknown scheduler, a seed that is not a whole number) is replaced, and a notice says which,
- * why, and what stands instead. Models are checked once the configuration is read (checkModelFromURL).
+ * why (the form's own rules: validate, and the options of its menus), and what stands instead. Models are
+ * checked once the configuration is read (modelNotices).
  */
 function settingsFromURL() {
   const settings = {}, notices = [];
-  const take = (key, value, ok, why, fallback) => {
-    if (ok(value)) settings[key] = value;
-    else notices.push(`${key}=${JSON.stringify(shorten(params.get(key)))} in the link: ${why}; using ${fallback === "" ? "none" : fallback}.`);
-  };
+  const notice = (key, why, fallback) =>
+    notices.push(`${key}=${JSON.stringify(shorten(params.get(key)))} in the link: ${why}; using ${fallback}.`);
   for (const key of ["prompt", "negative"]) if (params.has(key)) settings[key] = params.get(key);
-  const number = (key) => (params.get(key).trim() === "" ? NaN : Number(params.get(key)));
-  if (params.has("seed")) {
-    const seed = randomSeed();
-    take("seed", number("seed"), (v) => Number.isSafeInteger(v) && v >= 0, "the seed must be a whole number, 0 or more", seed);
-    settings.seed ??= seed;
+  const fallbacks = { seed: randomSeed(), steps: DEFAULTS.steps, guidance: DEFAULTS.guidance };
+  const numbers = Object.fromEntries(Object.keys(fallbacks).filter((key) => params.has(key))
+    .map((key) => [key, params.get(key).trim() === "" ? NaN : Number(params.get(key))]));
+  const problems = validate({ ...DEFAULTS, ...fallbacks, ...numbers });
+  for (const [key, value] of Object.entries(numbers)) {
+    // "Steps must be ... 50." -> "steps must be ... 50", to sit inside the notice's sentence.
+    if (problems[key]) notice(key, problems[key][0].toLowerCase() + problems[key].slice(1).replace(/\.$/, ""), fallbacks[key]);
+    settings[key] = problems[key] ? fallbacks[key] : value;
   }
-  if (params.has("steps")) take("steps", number("steps"), (v) => Number.isInteger(v) && v >= 1 && v <= 50, "steps must be a whole number from 1 to 50", DEFAULTS.steps);
-  if (params.has("guidance")) take("guidance", number("guidance"), (v) => Number.isFinite(v) && v >= 1 && v <= 30, "guidance must be a number from 1 to 30", DEFAULTS.guidance);
-  if (params.has("scheduler")) take("scheduler", params.get("scheduler"), (v) => selectValues(el.scheduler).includes(v), `this site's schedulers are ${selectValues(el.scheduler).join(", ")}`, DEFAULTS.scheduler);
-  if (params.has("preview")) take("preview", params.get("preview"), (v) => selectValues(el.preview).includes(v), `previews are ${selectValues(el.preview).join(", ")}`, DEFAULTS.preview);
+  for (const [key, what] of [["scheduler", "this site's schedulers"], ["preview", "previews"]]) {
+    if (!params.has(key)) continue;
+    const options = selectValues(el[key]);
+    if (options.includes(params.get(key))) settings[key] = params.get(key);
+    else notice(key, `${what} are ${options.join(", ")}`, DEFAULTS[key]);
+  }
   return { settings, notices };
 }
 
