@@ -30,21 +30,19 @@ ifeq ($(MAKELEVEL),0)
 endif
 
 # ---- what to build ------------------------------------------------------------------------------------
-MODELS        := sd15
-SUBS_sd15     := clip unet vae sched
-WEIGHTED_sd15 := clip unet vae
-# Submodules that also get a float16 library, `<sub>-f16` (float16 weights and activations, float32
-# accumulation), which runtimes choose where the WebGPU adapter has shader-f16 (stages/lib/models.py says the same).
-FLOAT16_sd15  := clip unet vae
-# Where each submodule's config and weights sit in a diffusers folder.
-FOLDER_clip := text_encoder
-FOLDER_unet := unet
-FOLDER_vae  := vae
-FOLDER_sched := unet
-WASM_sd15   := stable_diffusion_webgpu.wasm
+# The family table is stages/lib/models.py; make reads it as variables (per family: SUBS_, WEIGHTED_, LIBRARIES_,
+# WASM_, TOKENIZERS_, SCHEDULER_FILES_, FOLDER_<family>_<submodule>, FOLDERS_), regenerated when it changes.
+MODEL_TABLE := build/model-table.mk
+include $(MODEL_TABLE)
+$(MODEL_TABLE): stages/model_table.py stages/lib/models.py stages/lib/schedulers.py
+	$(Q)python3 stages/model_table.py --out $@
 
+# Several families build in one call (make sd15 sdxl WEIGHTS=tiny); MODEL picks the one for generate, reference
+# and tune (default: the first family named on the command line, else sd15).
 MODEL     ?= $(or $(firstword $(filter $(MODELS),$(MAKECMDGOALS))),sd15)
+BUILD_MODELS := $(or $(filter $(MODELS),$(MAKECMDGOALS)),$(MODEL))
 WEIGHTS   ?=
+VARIANT   ?=
 ARTIFACTS ?= artifacts
 TUNING    ?= artifacts/tuning
 PY        ?= .venv/bin/python
@@ -59,23 +57,33 @@ TARGETS   ?= webgpu
 WINOGRAD  ?= 1
 V         ?= 0
 
-ifeq ($(WEIGHTS),tiny)
-  VARIANT ?= $(MODEL)-tiny
-  SRC     := $(ARTIFACTS)/$(VARIANT)/weights
-else ifeq ($(WEIGHTS),random)
-  VARIANT ?= $(MODEL)-random
-  SRC     := $(ARTIFACTS)/$(VARIANT)/weights
-else
-  VARIANT ?= $(MODEL)
-  SRC     := $(WEIGHTS)
+# A variant is one family built from one set of weights: artifacts/<variant>/, named <family>-tiny,
+# <family>-random or <family> (a real folder; VARIANT= names it otherwise). Its family is the name up to the
+# first '-' (stages/lib/cli.py reads it the same way).
+ifneq ($(VARIANT),)
+  ifneq ($(words $(BUILD_MODELS)),1)
+    $(error VARIANT=$(VARIANT) names one variant, but $(BUILD_MODELS) are being built; build one family at a time with VARIANT)
+  endif
 endif
-A    := $(ARTIFACTS)/$(VARIANT)
-SUBS := $(SUBS_$(MODEL))
-# A library is a submodule compiled for one compute dtype: unet (float32) and unet-f16 share the traced
-# module and the weights, and each has its own lowered, scheduled and compiled files and tuning log.
-LIBRARIES  := $(SUBS) $(addsuffix -f16,$(FLOAT16_$(MODEL)))
-submodule_of = $(patsubst %-f16,%,$1)
-is_float16   = $(filter %-f16,$1)
+variant_name = $(or $(VARIANT),$1$(if $(filter tiny random,$(WEIGHTS)),-$(WEIGHTS)))
+$(foreach m,$(BUILD_MODELS),$(eval VARIANT_$m := $(call variant_name,$m)))
+VARIANTS := $(foreach m,$(BUILD_MODELS),$(VARIANT_$m))
+# Where each variant's weights are read: generated ones inside the variant, a real folder where it is.
+$(foreach v,$(VARIANTS),$(eval SRC_$v := $(if $(filter tiny random,$(WEIGHTS)),$(ARTIFACTS)/$v/weights,$(WEIGHTS))))
+$(foreach v,$(VARIANTS),$(eval GENERATED_$v := $(if $(filter tiny random,$(WEIGHTS)),$(ARTIFACTS)/$v/weights/.stamp)))
+
+# Per-variant rules below match artifacts/<variant>/..., per-library ones artifacts/<variant>/<library>/...; these
+# read a stem ($*) of either kind. A library is a submodule compiled for one compute dtype: unet (float32) and
+# unet-f16 share the traced module and the weights, and each has its own lowered, scheduled and compiled files
+# and tuning log.
+variant_of   = $(firstword $(subst /, ,$1))
+library_of   = $(notdir $1)
+family_of    = $(firstword $(subst -, ,$(call variant_of,$1)))
+submodule_of = $(patsubst %-f16,%,$(call library_of,$1))
+is_float16   = $(filter %-f16,$(call library_of,$1))
+src_of       = $(SRC_$(call variant_of,$1))
+generated_of = $(GENERATED_$(call variant_of,$1))
+config_of    = $(call src_of,$1)/$(FOLDER_$(call family_of,$1)_$(call submodule_of,$1))/config.json
 RUNTIME := $(ARTIFACTS)/tvm-runtime/0.27.0.post1
 
 ifeq ($(V),1)
@@ -86,32 +94,37 @@ endif
 # One short line per stage run (`STAGE artifacts/sd15-tiny/unet`); V=1 shows the full commands.
 say = @printf '  %-14s %s\n' '$1' '$2'
 
-# ---- the variant's files --------------------------------------------------------------------------------
+# ---- a variant's files ----------------------------------------------------------------------------------
 LIB_FILE_webgpu := lib.webgpu.v1.tar
 LIB_FILE_cpu    := lib.cpu.v1.so
 $(foreach t,$(TARGETS),$(if $(filter webgpu cpu,$(t)),,$(error TARGETS=$(TARGETS): $(t) is not a target; give webgpu and/or cpu)))
-LIBS    := $(foreach l,$(LIBRARIES),$(foreach t,$(TARGETS),$(A)/$(l)/$(LIB_FILE_$(t))))
-PARAMS  := $(foreach s,$(WEIGHTED_$(MODEL)),$(A)/$(s)/params.v1/tensor-cache.json)
-SCHEDULER_FILES := $(addprefix $(A)/scheduler.v1/,scheduler_pndm_consts.json \
-                   scheduler_dpm_solver_multistep_consts.json scheduler_euler_discrete_consts.json)
-TOKENIZER_FILES := $(A)/tokenizer.v1/tokenizer/tokenizer.json
-WASM    := $(A)/$(WASM_$(MODEL))
-MANIFEST := $(A)/model.json
-OUTPUTS := $(LIBS) $(PARAMS) $(SCHEDULER_FILES) $(TOKENIZER_FILES) $(WASM) $(MANIFEST)
+# $(call outputs,VARIANT): every file `make <family>` makes for it, model.json last.
+libraries_of    = $(LIBRARIES_$(call family_of,$1))
+lib_files       = $(foreach l,$(call libraries_of,$1),$(foreach t,$(TARGETS),$(ARTIFACTS)/$1/$l/$(LIB_FILE_$t)))
+param_files     = $(foreach s,$(WEIGHTED_$(call family_of,$1)),$(ARTIFACTS)/$1/$s/params.v1/tensor-cache.json)
+scheduler_files = $(addprefix $(ARTIFACTS)/$1/scheduler.v1/,$(SCHEDULER_FILES_$(call family_of,$1)))
+tokenizer_files = $(foreach t,$(TOKENIZERS_$(call family_of,$1)),$(ARTIFACTS)/$1/tokenizer.v1/$t/tokenizer.json)
+wasm_file       = $(ARTIFACTS)/$1/$(WASM_$(call family_of,$1))
+manifested      = $(call lib_files,$1) $(call param_files,$1) $(call scheduler_files,$1) $(call tokenizer_files,$1) \
+                  $(call wasm_file,$1)
+outputs         = $(call manifested,$1) $(ARTIFACTS)/$1/model.json
+# What `make <family>` builds in this call (nothing for a family not being built).
+$(foreach m,$(MODELS),$(eval OUTPUTS_$m := $(if $(filter $m,$(BUILD_MODELS)),$(call outputs,$(VARIANT_$m)))))
 
-.PHONY: help setup sd15 sdxl reference generate test clean FORCE
+.PHONY: help setup $(MODELS) reference generate test clean FORCE
 help:
-	@sed -n '3,4p' Makefile; echo; grep -E '^[a-z0-9-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+	@sed -n '3,5p' Makefile; echo; grep -E '^[a-z0-9 ()$$_-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-sd15: $(OUTPUTS) ## build SD 1.5: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name] [PARAM_STORAGE=float32] [WINOGRAD=0] [TARGETS="webgpu cpu"]
-	@echo "$(VARIANT): $(words $(OUTPUTS)) artifacts up to date in $(A)/ (what ran: $(A)/build.log)"
-
-sdxl: ## SDXL (not built yet)
-	@echo "make sdxl: SDXL is not part of this build yet; build SD 1.5 with 'make sd15 WEIGHTS=...'" >&2; exit 2
+# make sd15, make sdxl: every output of the family's variant; make sd15 sdxl builds both, side by side.
+$(MODELS): %: $$(OUTPUTS_$$*) ## build a family: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name] [PARAM_STORAGE=float32] [WINOGRAD=0] [TARGETS="webgpu cpu"]
+	@echo "$(VARIANT_$*): $(words $(OUTPUTS_$*)) artifacts up to date in $(ARTIFACTS)/$(VARIANT_$*)/ (what ran: $(ARTIFACTS)/$(VARIANT_$*)/build.log)"
 
 # ---- input checks, at parse time, so a wrong WEIGHTS gets one clear line and nothing starts -----------
 BUILD_GOALS := $(MODELS) reference generate
 ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
+  ifeq ($(filter $(MODEL),$(MODELS)),)
+    $(error MODEL=$(MODEL) is not a model family; give one of: $(MODELS))
+  endif
   ifeq ($(WEIGHTS),)
     $(error WEIGHTS is not set: give WEIGHTS=tiny (small test model), WEIGHTS=random (full size, random) or WEIGHTS=/path/to/a/diffusers/folder)
   endif
@@ -123,17 +136,10 @@ ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
     ifeq ($(wildcard $(WEIGHTS)),)
       $(error WEIGHTS=$(WEIGHTS): no such folder; give a diffusers folder (as save_pretrained writes it), or WEIGHTS=tiny|random)
     endif
-    # strip: foreach joins its empty results with spaces, and a blank MISSING is not empty to ifneq.
-    MISSING := $(strip $(foreach f,$(sort $(foreach s,$(SUBS),$(FOLDER_$(s)))) tokenizer scheduler,$(if $(wildcard $(WEIGHTS)/$(f)/.),,$(f))))
-    ifneq ($(MISSING),)
-      $(error WEIGHTS=$(WEIGHTS) lacks $(addsuffix /,$(MISSING)): a $(MODEL) diffusers folder has text_encoder/ tokenizer/ unet/ vae/ scheduler/)
-    endif
-    # The rest (another family's folder, an unreadable model_index.json) as the stages would say it; an
-    # unknown MODEL is for the stage that takes it to name.
-    WEIGHTS_PROBLEM := $(if $(filter $(MODEL),$(MODELS)),$(shell python3 stages/check_weights.py --model $(MODEL) --weights $(WEIGHTS) 2>&1))
-    ifneq ($(WEIGHTS_PROBLEM),)
-      $(error $(WEIGHTS_PROBLEM))
-    endif
+    # Another family's folder, an unreadable model_index.json or missing subfolders, as the stages would say it
+    # (stages/lib/models.py check_weights_folder), one family at a time.
+    $(foreach m,$(BUILD_MODELS),$(eval WEIGHTS_PROBLEM_$m := $$(shell python3 stages/check_weights.py --model $m --weights $(WEIGHTS) 2>&1)))
+    $(foreach m,$(BUILD_MODELS),$(if $(WEIGHTS_PROBLEM_$m),$(error $(WEIGHTS_PROBLEM_$m))))
   endif
 endif
 
@@ -173,93 +179,100 @@ SETUP := build/.apt.stamp .venv/.stamp node_modules/.stamp
 	$(Q)mkdir -p $@
 
 # ---- stages ---------------------------------------------------------------------------------------------
+# Each rule below is one stage: stages/<stage>.py --variant-dir artifacts/<variant> [--submodule <library>].
 # `$(call missing,FILE)` adds FORCE when FILE is gone, so a deleted output is remade even if its stamp is not.
 missing = $(if $(wildcard $1),,FORCE)
-STAGE = $(PY) stages/$1.py --variant-dir $(A)
+STAGE = $(PY) stages/$1.py --variant-dir $(ARTIFACTS)/$2
 LIB := stages/lib/cli.py stages/lib/models.py stages/lib/relax_io.py
 PIPELINE := stages/lib/pipeline.py stages/lib/targets.py stages/lib/schedules.py stages/lib/attention.py \
             $(wildcard stages/lib/passes/*.py)
+A := $(ARTIFACTS)
 
 # weights: WEIGHTS=tiny|random only; a real folder is read where it is.
-GENERATED := $(if $(filter tiny random,$(WEIGHTS)),$(A)/weights/.stamp)
-$(A)/weights/.stamp: stages/make_weights.py stages/lib/clip_vocab.py $(LIB) $$(call missing,$(A)/weights/model_index.json) | $(SETUP)
-	$(call say,WEIGHTS,$(A)/weights)
-	$(Q)$(call STAGE,make_weights) --size $(WEIGHTS)
-	$(Q)touch $@
-$(SRC)/%: $(GENERATED) ;
+define weights_rule
+$(GENERATED_$1): stages/make_weights.py stages/lib/clip_vocab.py $(LIB) $(call missing,$(A)/$1/weights/model_index.json) | $(SETUP)
+	$$(call say,WEIGHTS,$(A)/$1/weights)
+	$$(Q)$$(call STAGE,make_weights,$1) --size $(WEIGHTS)
+	$$(Q)touch $$@
+$(SRC_$1)/%: $(GENERATED_$1) ;
+endef
+$(foreach v,$(VARIANTS),$(if $(GENERATED_$v),$(eval $(call weights_rule,$v))))
 
 # trace: reads only config.json, so new weights for the same architecture do not re-trace.
 $(A)/%/traced.v1.json: $(A)/%/.trace.stamp ;
-$(A)/%/.trace.stamp: $$(SRC)/$$(FOLDER_$$*)/config.json stages/trace.py stages/lib/submodules/$$*.py \
-		stages/lib/submodules/__init__.py $(LIB) $(GENERATED) $$(call missing,$$(@D)/traced.v1.json) | $(SETUP)
+$(A)/%/.trace.stamp: $$(call config_of,$$*) stages/trace.py $$(wildcard stages/lib/submodules/*.py) $(LIB) \
+		$$(call generated_of,$$*) $$(call missing,$$(@D)/traced.v1.json) | $(SETUP)
 	$(call say,TRACE,$(@D))
-	$(Q)$(call STAGE,trace) --submodule $* --weights $(SRC)
+	$(Q)$(call STAGE,trace,$(call variant_of,$*)) --submodule $(call library_of,$*) --weights $(call src_of,$*)
 	$(Q)touch $@
 
 # transform: target-independent Relax phases, per library; the float32 library's run also writes the
 # build-time parameter transform (both libraries take the same stored weights).
 $(A)/%/lowered.v1.json $(A)/%/transform_params.v1.json: $(A)/%/.transform.stamp ;
-$(A)/%/.transform.stamp: $(A)/$$(call submodule_of,$$*)/traced.v1.json stages/transform.py $(LIB) $(PIPELINE) \
-		$(A)/.option-winograd $$(call missing,$$(@D)/lowered.v1.json) \
+$(A)/%/.transform.stamp: $(A)/$$(call variant_of,$$*)/$$(call submodule_of,$$*)/traced.v1.json stages/transform.py \
+		$(LIB) $(PIPELINE) $(A)/$$(call variant_of,$$*)/.option-winograd $$(call missing,$$(@D)/lowered.v1.json) \
 		$$(if $$(call is_float16,$$*),,$$(call missing,$$(@D)/transform_params.v1.json))
 	$(call say,TRANSFORM,$(@D))
-	$(Q)$(call STAGE,transform) --submodule $* --winograd $(WINOGRAD)
+	$(Q)$(call STAGE,transform,$(call variant_of,$*)) --submodule $(call library_of,$*) --winograd $(WINOGRAD)
 	$(Q)touch $@
 
-# tune: applies artifacts/tuning/<model>/<submodule>/ (MetaSchedule database); dlight for the rest.
+# tune: applies artifacts/tuning/<family>/<library>/ (MetaSchedule database); dlight for the rest.
+tuning_dir = $(TUNING)/$(call family_of,$1)/$(call library_of,$1)
 $(A)/%/scheduled.webgpu.v1.json: $(A)/%/.tune.stamp ;
-$(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $(TUNING)/$(MODEL)/$$*/database_*.json) stages/tune.py $(LIB) \
-		$(PIPELINE) $$(call missing,$$(@D)/scheduled.webgpu.v1.json)
+$(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $$(call tuning_dir,$$*)/database_*.json) stages/tune.py \
+		$(LIB) $(PIPELINE) $$(call missing,$$(@D)/scheduled.webgpu.v1.json)
 	$(call say,TUNE,$(@D))
-	$(Q)$(call STAGE,tune) --submodule $* --tuning-dir $(TUNING)/$(MODEL)/$*
+	$(Q)$(call STAGE,tune,$(call variant_of,$*)) --submodule $(call library_of,$*) --tuning-dir $(call tuning_dir,$*)
 	$(Q)touch $@
 
-# export-lib: each submodule compiled on its own; WebGPU objects (wasm32 host) and a CPU library.
+# export-lib: each library compiled on its own; WebGPU objects (wasm32 host) and a CPU library.
 $(A)/%/lib.webgpu.v1.tar: $(A)/%/.export-webgpu.stamp ;
 $(A)/%/.export-webgpu.stamp: $(A)/%/scheduled.webgpu.v1.json stages/export_lib.py $(LIB) $(PIPELINE) \
 		$$(call missing,$$(@D)/lib.webgpu.v1.tar)
 	$(call say,EXPORT-LIB,$(@D) webgpu)
-	$(Q)$(call STAGE,export_lib) --submodule $* --target webgpu
+	$(Q)$(call STAGE,export_lib,$(call variant_of,$*)) --submodule $(call library_of,$*) --target webgpu
 	$(Q)touch $@
 
 $(A)/%/lib.cpu.v1.so: $(A)/%/.export-cpu.stamp ;
 $(A)/%/.export-cpu.stamp: $(A)/%/lowered.v1.json stages/export_lib.py $(LIB) $(PIPELINE) \
 		$$(call missing,$$(@D)/lib.cpu.v1.so)
 	$(call say,EXPORT-LIB,$(@D) cpu)
-	$(Q)$(call STAGE,export_lib) --submodule $* --target cpu
+	$(Q)$(call STAGE,export_lib,$(call variant_of,$*)) --submodule $(call library_of,$*) --target cpu
 	$(Q)touch $@
 
 # dump-params: the only stage that reads the weights themselves.
 $(A)/%/params.v1/tensor-cache.json: $(A)/%/.params.stamp ;
-$(A)/%/.params.stamp: $(A)/%/transform_params.v1.json $$(wildcard $$(SRC)/$$(FOLDER_$$*)/*.safetensors) \
-		$(GENERATED) stages/dump_params.py stages/lib/tensor_cache.py $(LIB) $(A)/.option-param-storage \
-		$$(call missing,$$(@D)/params.v1/tensor-cache.json)
+$(A)/%/.params.stamp: $(A)/%/transform_params.v1.json $$(wildcard $$(dir $$(call config_of,$$*))*.safetensors) \
+		$$(call generated_of,$$*) stages/dump_params.py stages/lib/tensor_cache.py $(LIB) \
+		$(A)/$$(call variant_of,$$*)/.option-param-storage $$(call missing,$$(@D)/params.v1/tensor-cache.json)
 	$(call say,DUMP-PARAMS,$(@D))
-	$(Q)$(call STAGE,dump_params) --submodule $* --weights $(SRC) --storage-dtype $(PARAM_STORAGE)
+	$(Q)$(call STAGE,dump_params,$(call variant_of,$*)) --submodule $(call library_of,$*) --weights $(call src_of,$*) \
+	  --storage-dtype $(PARAM_STORAGE)
 	$(Q)touch $@
 
 # Build options as files that change only when their value does (checked on every make), so switching one
 # reruns the stage that reads it (and what depends on that) and nothing else.
 OPTION_param-storage = $(PARAM_STORAGE)
 OPTION_winograd      = $(WINOGRAD)
-$(A)/.option-%: FORCE
-	$(Q)mkdir -p $(@D)
-	$(Q)echo '$(OPTION_$*)' | cmp -s - $@ || echo '$(OPTION_$*)' > $@
+$(foreach o,param-storage winograd,$(eval $(A)/%/.option-$o: FORCE ; \
+	$$(Q)mkdir -p $$(@D) && (echo '$$(OPTION_$o)' | cmp -s - $$@ || echo '$$(OPTION_$o)' > $$@)))
 
 # dump-scheduler and dump-tokenizer: per variant, from the model's own config files.
-$(SCHEDULER_FILES): $(A)/.scheduler.stamp ;
-$(A)/.scheduler.stamp: $(SRC)/scheduler/scheduler_config.json stages/dump_scheduler.py stages/lib/schedulers.py \
-		$(LIB) $(GENERATED) $(foreach f,$(SCHEDULER_FILES),$(call missing,$(f))) | $(SETUP)
-	$(call say,DUMP-SCHEDULER,$(A)/scheduler.v1)
-	$(Q)$(call STAGE,dump_scheduler) --weights $(SRC)
+$(A)/%/.scheduler.stamp: $$(call src_of,$$*)/scheduler/scheduler_config.json stages/dump_scheduler.py \
+		stages/lib/schedulers.py $(LIB) $$(call generated_of,$$*) \
+		$$(foreach f,$$(call scheduler_files,$$*),$$(call missing,$$(f))) | $(SETUP)
+	$(call say,DUMP-SCHEDULER,$(A)/$*/scheduler.v1)
+	$(Q)$(call STAGE,dump_scheduler,$*) --weights $(call src_of,$*)
 	$(Q)touch $@
+$(foreach v,$(VARIANTS),$(eval $(call scheduler_files,$v): $(A)/$v/.scheduler.stamp ;))
 
-$(TOKENIZER_FILES): $(A)/.tokenizer.stamp ;
-$(A)/.tokenizer.stamp: $(SRC)/tokenizer/tokenizer_config.json stages/dump_tokenizer.py stages/lib/clip_vocab.py \
-		$(LIB) $(GENERATED) $(call missing,$(TOKENIZER_FILES)) | $(SETUP)
-	$(call say,DUMP-TOKENIZER,$(A)/tokenizer.v1)
-	$(Q)$(call STAGE,dump_tokenizer) --weights $(SRC)
+$(A)/%/.tokenizer.stamp: $$(foreach t,$$(TOKENIZERS_$$(call family_of,$$*)),$$(call src_of,$$*)/$$t/tokenizer_config.json) \
+		stages/dump_tokenizer.py stages/lib/clip_vocab.py $(LIB) $$(call generated_of,$$*) \
+		$$(foreach f,$$(call tokenizer_files,$$*),$$(call missing,$$(f))) | $(SETUP)
+	$(call say,DUMP-TOKENIZER,$(A)/$*/tokenizer.v1)
+	$(Q)$(call STAGE,dump_tokenizer,$*) --weights $(call src_of,$*)
 	$(Q)touch $@
+$(foreach v,$(VARIANTS),$(eval $(call tokenizer_files,$v): $(A)/$v/.tokenizer.stamp ;))
 
 # build-runtime: TVM's C++ web runtime -> wasm objects, once per TVM version (stages/tvm_runtime/ holds the
 # headers the wheel lacks).
@@ -273,20 +286,21 @@ $(RUNTIME).stamp: stages/build_runtime.py $(shell find stages/tvm_runtime -name 
 	$(Q)touch $@
 
 # link: every library's WebGPU objects + the runtime -> the one .wasm the page loads.
-$(WASM): $(A)/.link.stamp ;
-$(A)/.link.stamp: $(foreach l,$(LIBRARIES),$(A)/$(l)/lib.webgpu.v1.tar) $(RUNTIME_FILES) stages/export_lib.py \
-		stages/lib/wasm_link.py $(LIB) $(call missing,$(WASM))
-	$(call say,LINK,$(WASM))
-	$(Q)$(call STAGE,export_lib) --link --runtime-dir $(RUNTIME)
+$(foreach v,$(VARIANTS),$(eval $(call wasm_file,$v): $(A)/$v/.link.stamp ;))
+$(A)/%/.link.stamp: $$(foreach l,$$(call libraries_of,$$*),$(A)/$$*/$$l/lib.webgpu.v1.tar) $(RUNTIME_FILES) \
+		stages/export_lib.py stages/lib/wasm_link.py $(LIB) $$(call missing,$$(call wasm_file,$$*))
+	$(call say,LINK,$(call wasm_file,$*))
+	$(Q)$(call STAGE,export_lib,$*) --link --runtime-dir $(RUNTIME)
 	$(Q)touch $@
 
 # manifest: model.json, every file the runtimes load with its size and sha256.
 # Behind a stamp like every stage: model.json keeps its mtime when its bytes do not change, so as a target of
 # its own it stayed older than a rebuilt-but-identical input and reran on every make.
-$(MANIFEST): $(A)/.manifest.stamp ;
-$(A)/.manifest.stamp: $(filter-out $(MANIFEST),$(OUTPUTS)) stages/write_manifest.py $(LIB) $(call missing,$(MANIFEST))
-	$(call say,MANIFEST,$(MANIFEST))
-	$(Q)$(call STAGE,write_manifest)
+$(A)/%/model.json: $(A)/%/.manifest.stamp ;
+$(A)/%/.manifest.stamp: $$(call manifested,$$*) stages/write_manifest.py $(LIB) \
+		$$(call missing,$(A)/$$*/model.json)
+	$(call say,MANIFEST,$(A)/$*/model.json)
+	$(Q)$(call STAGE,write_manifest,$*)
 	$(Q)touch $@
 
 # ---- generation, reference and tests --------------------------------------------------------------------------------
@@ -294,19 +308,19 @@ PROMPT   ?= a photo of an astronaut riding a horse on the moon
 NEGATIVE ?=
 SEED     ?= 0
 STEPS    ?= 20
-SCHEDULER ?= dpm
+SCHEDULER ?= $(DEFAULT_SCHEDULER_$(MODEL))
 GUIDANCE ?= 7.5
 OUT      ?= reference.png
 
-reference: $(GENERATED) | $(SETUP) ## PyTorch/diffusers ground truth: PROMPT= NEGATIVE= SEED= STEPS= SCHEDULER=pndm|dpm|euler GUIDANCE= OUT=
-	$(Q)$(PY) stages/reference.py --model $(MODEL) --weights $(SRC) --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
+reference: $(GENERATED_$(VARIANT_$(MODEL))) | $(SETUP) ## PyTorch/diffusers ground truth: MODEL= PROMPT= NEGATIVE= SEED= STEPS= SCHEDULER=pndm|dpm|euler GUIDANCE= OUT=
+	$(Q)$(PY) stages/reference.py --model $(MODEL) --weights $(SRC_$(VARIANT_$(MODEL))) --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
 	  --seed $(SEED) --steps $(STEPS) --scheduler $(SCHEDULER) --guidance $(GUIDANCE) --out $(OUT)
 
 # Dawn finds a GPU through Vulkan; with none, SwiftShader (Chromium's CPU Vulkan) stands in.
 SWIFTSHADER_ICD := /usr/lib/chromium/vk_swiftshader_icd.json
 GPU_ENV := $(if $(wildcard /dev/nvidia0 /dev/dri/renderD*),,VK_ICD_FILENAMES=$(SWIFTSHADER_ICD))
-generate: sd15 ## WebGPU in Node (Dawn): same options as reference, OUT=file.png
-	$(Q)$(GPU_ENV) node web/node/generate.mjs --model $(MANIFEST) --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
+generate: $(MODEL) ## WebGPU in Node (Dawn): same options as reference, OUT=file.png
+	$(Q)$(GPU_ENV) node web/node/generate.mjs --model $(ARTIFACTS)/$(VARIANT_$(MODEL))/model.json --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
 	  --seed $(SEED) --steps $(STEPS) --scheduler $(SCHEDULER) --guidance $(GUIDANCE) --out $(OUT) --quiet
 
 # ---- tests: one tiny build shared by every suite -----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""dump-scheduler: the model's scheduler_config.json -> step constants for PNDM, DPM-Solver++ and Euler.
+"""dump-scheduler: the model's scheduler_config.json -> step constants for the schedulers its family offers
+(PNDM, DPM-Solver++, Euler: stages/lib/models.py).
 
     python stages/dump_scheduler.py --variant-dir artifacts/sd15-tiny --weights artifacts/sd15-tiny/weights
 
@@ -29,7 +30,7 @@ from lib.cli import (  # noqa: E402
     write_json_if_changed,
     write_provenance,
 )
-from lib.models import read_config  # noqa: E402
+from lib.models import family, read_config  # noqa: E402
 from lib.schedulers import FORMAT, SCHEDULERS, VERSION  # noqa: E402
 
 STAGE = "dump-scheduler"
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers.utils import logging as diffusers_logging
     diffusers_logging.set_verbosity_error()  # from_config warns about the other class's keys; expected here
 
-    for name, (class_name, file) in SCHEDULERS.items():
+    for name in family(paths.family).schedulers:
+        class_name, file = SCHEDULERS[name]
         out = paths.scheduler_dir / file
         consts = build_consts(name, config, steps)
         try:

@@ -24,30 +24,47 @@ from lib.models import family  # noqa: E402
 SEED = 0
 
 
-def generate(fam, size: str, out: Path) -> None:
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+# Padding of each tokenizer folder, as the released models have it (SDXL's second tokenizer pads with "!").
+PAD_TOKENS = {"tokenizer_2": "!"}
+# Pipeline arguments that are not model parts: nothing optional is generated.
+PIPELINE_OPTIONS = {
+    "StableDiffusionPipeline": dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False),
+    "StableDiffusionXLPipeline": dict(add_watermarker=False, force_zeros_for_empty_prompt=True),
+}
 
-    from lib.clip_vocab import write_clip_tokenizer
+
+def generate(fam, size: str, out: Path) -> None:
+    import diffusers
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from lib.clip_vocab import EOS, write_clip_tokenizer
 
     configs = fam.generated_configs[size]
     torch.manual_seed(SEED)
-    unet = UNet2DConditionModel(**configs["unet"])
-    vae = AutoencoderKL(**configs["vae"])
-    text_encoder = CLIPTextModel(CLIPTextConfig(**configs["clip"]))
-    scheduler = PNDMScheduler.from_config(configs["scheduler"])
+    parts = {}
+    for sub in fam.submodules:
+        config = configs.get(sub.name)
+        if sub.kind == "unet":
+            parts[sub.folder] = diffusers.UNet2DConditionModel(**config)
+        elif sub.kind == "vae":
+            parts[sub.folder] = diffusers.AutoencoderKL(**config)
+        elif sub.kind == "text_encoder":
+            model_class = CLIPTextModelWithProjection if sub.pooled else CLIPTextModel
+            parts[sub.folder] = model_class(CLIPTextConfig(**config))
+    scheduler_config = configs["scheduler"]
+    parts["scheduler"] = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
     with tempfile.TemporaryDirectory() as vocab_dir:
-        write_clip_tokenizer(Path(vocab_dir))
-        tokenizer = CLIPTokenizer.from_pretrained(vocab_dir)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+        for folder in fam.tokenizer_folders:
+            write_clip_tokenizer(Path(vocab_dir) / folder, pad_token=PAD_TOKENS.get(folder, EOS))
+            parts[folder] = CLIPTokenizer.from_pretrained(Path(vocab_dir) / folder)
+    pipe = getattr(diffusers, fam.pipeline_class)(**parts, **PIPELINE_OPTIONS[fam.pipeline_class])
     pipe.save_pretrained(out, safe_serialization=True)
-    # Write the tokenizer as released SD 1.5 folders hold it (vocab.json + merges.txt), not in the
-    # tokenizer.json form transformers 5 saves, so generated and real weights take the same path.
-    shutil.rmtree(out / "tokenizer")
-    write_clip_tokenizer(out / "tokenizer")
+    # Write the tokenizers as released folders hold them (vocab.json + merges.txt), not in the tokenizer.json
+    # form transformers 5 saves, so generated and real weights take the same path.
+    for folder in fam.tokenizer_folders:
+        shutil.rmtree(out / folder)
+        write_clip_tokenizer(out / folder, pad_token=PAD_TOKENS.get(folder, EOS))
 
 
 def main():

@@ -61,7 +61,10 @@ def trace_entry(entry):
     assert relax_names[num_inputs:] == [p["name"] for p in params], "parameter order differs from the export"
     inputs = [{"name": name, "shape": [int(d) for d in t.shape], "dtype": str(t.dtype).replace("torch.", "")}
               for name, t in zip(entry.input_names, entry.example_inputs)]
-    return func, {"inputs": inputs, "params": params}
+    results = program.graph.output_node().args[0]
+    outputs = [{"shape": [int(d) for d in node.meta["val"].shape], "dtype": str(node.meta["val"].dtype).replace("torch.", "")}
+               for node in results]
+    return func, {"inputs": inputs, "outputs": outputs, "params": params}
 
 
 def check_shapes(entry, folder: Path) -> None:
@@ -104,7 +107,7 @@ def main():
     functions, meta = {}, {"family": fam.name, "submodule": sub.name, "functions": {}}
     config = args.weights / sub.config_folder / "config.json"
     try:
-        entries = load_entries(sub.name, args.weights)
+        entries = load_entries(fam, sub, args.weights)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         # read_config has checked the JSON; this is a setting the model classes refuse or miss.
         raise StageError(f"{config} does not describe a {sub.name} diffusers can build ({type(err).__name__}: "

@@ -135,6 +135,7 @@ def main():
         prepare = f"{name}{PREPARE_SUFFIX}" if f"{name}{PREPARE_SUFFIX}" in prepare_names else None
         lowered_meta["functions"][name] = {
             "inputs": fmeta["inputs"],
+            "outputs": fmeta["outputs"],
             "source_params": fmeta["params"],  # what <name>_transform_params takes, in order
             # the weights the library takes first (in <name>_prepare, or else <name>), in the order they are
             # stored; each dtype is the library's (float16 in a float16 library), whatever the shards store

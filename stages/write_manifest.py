@@ -24,9 +24,10 @@ from lib.relax_io import load_meta  # noqa: E402
 from lib.schedulers import FILES  # noqa: E402
 
 FORMAT = "websd-model"
-# 2: each submodule lists its libraries per compute dtype (`libraries.float32|float16`); a page that reads
-# version 1 (one library per submodule) must say so rather than misread it.
-VERSION = 2
+# 2: each submodule lists its libraries per compute dtype (`libraries.float32|float16`).
+# 3: families: `text_encoders` (each with its tokenizer and text length), `tokenizers` by folder, the family's
+# schedulers and default, functions' output shapes. A page that reads another version says so rather than misread it.
+VERSION = 3
 # A submodule's libraries, by the dtype they compute in; a runtime takes the float16 one where the device
 # has its features and the float32 one everywhere else.
 FEATURES = {"float32": [], "float16": ["shader-f16"]}
@@ -59,7 +60,7 @@ def main():
                 # param_dtypes: what the library takes for each stored weight (readers convert the shards'
                 # dtype to it); prepare: the library function that turns them into what the function takes
                 # (run once after loading), where there is one.
-                "functions": {name: {"inputs": f["inputs"], "num_params": len(f["params"]),
+                "functions": {name: {"inputs": f["inputs"], "outputs": f["outputs"], "num_params": len(f["params"]),
                                      **({"param_dtypes": [p["dtype"] for p in f["params"]]} if f["params"] else {}),
                                      **({"prepare": f["prepare"]} if f.get("prepare") else {})}
                               for name, f in meta["functions"].items()},
@@ -71,20 +72,31 @@ def main():
             record["params"]["total_bytes"] = json.loads(cache.read_text())["metadata"]["total_bytes"]
         submodules[sub.name] = record
 
-    latents = submodules["unet"]["libraries"]["float32"]["functions"]["unet"]["inputs"][0]["shape"]
+    def function(sub, name=None):
+        return submodules[sub.name]["libraries"]["float32"]["functions"][name or sub.name]
+
+    unet = function(fam.unet, "unet")
+    (vae,) = [s for s in fam.submodules if s.kind == "vae"]
+    image = function(vae)["outputs"][0]["shape"]
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "family": fam.name,
         "variant": paths.variant,
         "wasm": file_record(root, root / fam.wasm_name, make),
-        "latent_shape": latents,
-        "image": {"height": latents[2] * 8, "width": latents[3] * 8},
-        "max_text_length": submodules["clip"]["libraries"]["float32"]["functions"]["clip"]["inputs"][0]["shape"][1],
+        "latent_shape": unet["inputs"][0]["shape"],
+        "image": {"height": image[0], "width": image[1]},
+        # In the order the UNet takes their embeddings; `pooled`: it also returns the pooled embedding.
+        "text_encoders": [{"submodule": t.name, "tokenizer": t.tokenizer, "pooled": t.pooled,
+                           "max_length": function(t)["inputs"][0]["shape"][1]} for t in fam.text_encoders],
+        # An empty negative prompt is zero embeddings (keep = 0), not the encoding of "".
+        "zero_empty_negative": fam.zero_empty_negative,
         "submodules": submodules,
-        "schedulers": {name: file_record(root, paths.scheduler_dir / file, make) for name, file in FILES.items()},
-        "tokenizer": {name: file_record(root, paths.tokenizer_dir / folder / name, make)
-                      for folder in fam.tokenizer_folders for name in ("tokenizer.json", "tokenizer_config.json")},
+        "schedulers": {name: file_record(root, paths.scheduler_dir / FILES[name], make) for name in fam.schedulers},
+        "default_scheduler": fam.schedulers[0],
+        "tokenizers": {folder: {name: file_record(root, paths.tokenizer_dir / folder / name, make)
+                                for name in ("tokenizer.json", "tokenizer_config.json")}
+                       for folder in fam.tokenizer_folders},
         "required_features": [],
     }
     manifest["download_bytes"] = (manifest["wasm"]["bytes"] + sum(

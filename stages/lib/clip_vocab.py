@@ -95,12 +95,13 @@ def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def write_clip_tokenizer(out_dir: Path, bpe_path: Path | None = None) -> list[Path]:
-    """Writes SD 1.5's CLIP tokenizer in diffusers' tokenizer/ layout; returns the files written or kept."""
+def write_clip_tokenizer(out_dir: Path, bpe_path: Path | None = None, pad_token: str = EOS) -> list[Path]:
+    """Writes SD 1.5's CLIP tokenizer in diffusers' tokenizer/ layout; returns the files written or kept. SDXL's
+    second tokenizer (tokenizer_2/) is the same vocabulary padding with "!" instead of <|endoftext|>."""
     out_dir = Path(out_dir)
     merges = read_merges(bpe_path or open_clip_bpe_path())
     vocab = clip_vocab(merges)
-    special_tokens_map = {"bos_token": _special(BOS), "eos_token": _special(EOS), "pad_token": EOS,
+    special_tokens_map = {"bos_token": _special(BOS), "eos_token": _special(EOS), "pad_token": pad_token,
                           "unk_token": _special(EOS)}
     tokenizer_config = {
         "add_prefix_space": False,
@@ -109,7 +110,7 @@ def write_clip_tokenizer(out_dir: Path, bpe_path: Path | None = None) -> list[Pa
         "eos_token": _special(EOS),
         "errors": "replace",
         "model_max_length": MODEL_MAX_LENGTH,
-        "pad_token": EOS,
+        "pad_token": pad_token,
         "tokenizer_class": "CLIPTokenizer",
         "unk_token": _special(EOS),
     }

@@ -1,7 +1,10 @@
-"""Model families: which submodules each has, where their weights live in a diffusers folder, which
-source tensors are left out on purpose, and the configurations of the generated `tiny` and `random` models.
+"""Model families, the one table: which submodules each has, where their weights live in a diffusers folder,
+which source tensors are left out on purpose, its schedulers and defaults, and the configurations of the
+generated `tiny` and `random` models.
 
-A family is data; the code that traces a submodule lives in `stages/lib/submodules/<name>.py`.
+Everything else reads it: make (through `python3 stages/lib/models.py --make`, which writes the variables the
+Makefile includes), the stages, the manifest (and through it the runtimes), the reference and the tests. A family
+is data; the code that traces a submodule of each kind lives in `stages/lib/submodules/<kind>.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from .cli import StageError
 @dataclass(frozen=True)
 class Submodule:
     name: str
+    # What it is, which picks the tracing code (stages/lib/submodules/<kind>.py): text_encoder, unet, vae, sched.
+    kind: str
     # Folder of the diffusers layout holding its weights and config; None for submodules without weights.
     folder: str | None
     # For a submodule without weights: the folder whose config.json shapes it (the scheduler math takes the
@@ -26,6 +31,11 @@ class Submodule:
     # Whether it also gets a float16 library (`<name>-f16`), which runtimes choose where the WebGPU adapter has
     # shader-f16. Not for submodules without weights (the scheduler math is float32 by design).
     float16: bool = False
+    # A text encoder's tokenizer folder; its hidden layer (-1: the last, -2: the penultimate, as SDXL reads it)
+    # and whether it also returns the pooled, projected embedding.
+    tokenizer: str | None = None
+    hidden_layer: int = -1
+    pooled: bool = False
 
     @property
     def config_folder(self) -> str:
@@ -41,10 +51,27 @@ class Family:
     name: str
     wasm_name: str
     submodules: tuple[Submodule, ...]
-    tokenizer_folders: tuple[str, ...]
     pipeline_class: str
+    # Runtime names of the schedulers it offers (stages/lib/schedulers.py), the default first.
+    schedulers: tuple[str, ...]
+    # An empty negative prompt gives zero text embeddings (diffusers' force_zeros_for_empty_prompt, which SDXL
+    # sets) rather than the encoding of "".
+    zero_empty_negative: bool = False
     # Configurations for WEIGHTS=tiny (small, same architecture) and WEIGHTS=random (full size).
     generated_configs: dict = field(default_factory=dict)
+
+    @property
+    def tokenizer_folders(self) -> tuple[str, ...]:
+        return tuple(s.tokenizer for s in self.text_encoders)
+
+    @property
+    def text_encoders(self) -> tuple[Submodule, ...]:
+        return tuple(s for s in self.submodules if s.kind == "text_encoder")
+
+    @property
+    def unet(self) -> Submodule:
+        (unet,) = [s for s in self.submodules if s.kind == "unet"]
+        return unet
 
     def submodule(self, name: str) -> Submodule:
         for sub in self.submodules:
@@ -111,24 +138,89 @@ _TINY_VAE = dict(_SD15_VAE, sample_size=128, layers_per_block=1, block_out_chann
 _TINY_CLIP = dict(_SD15_CLIP, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   projection_dim=64)
 
+_POSITION_IDS = ("text_model.embeddings.position_ids",)
+_VAE_ENCODER = ("encoder.", "quant_conv.")
+
 SD15 = Family(
     name="sd15",
     wasm_name="stable_diffusion_webgpu.wasm",
     submodules=(
-        Submodule("clip", "text_encoder", unused_prefixes=("text_model.embeddings.position_ids",), float16=True),
-        Submodule("unet", "unet", float16=True),
-        Submodule("vae", "vae", unused_prefixes=("encoder.", "quant_conv."), float16=True),
-        Submodule("sched", None, config_from="unet"),
+        Submodule("clip", "text_encoder", "text_encoder", unused_prefixes=_POSITION_IDS, float16=True,
+                  tokenizer="tokenizer"),
+        Submodule("unet", "unet", "unet", float16=True),
+        Submodule("vae", "vae", "vae", unused_prefixes=_VAE_ENCODER, float16=True),
+        Submodule("sched", "sched", None, config_from="unet"),
     ),
-    tokenizer_folders=("tokenizer",),
     pipeline_class="StableDiffusionPipeline",
+    schedulers=("dpm", "euler", "pndm"),
     generated_configs={
         "tiny": dict(unet=_TINY_UNET, vae=_TINY_VAE, clip=_TINY_CLIP, scheduler=_SD15_SCHEDULER),
         "random": dict(unet=_SD15_UNET, vae=_SD15_VAE, clip=_SD15_CLIP, scheduler=_SD15_SCHEDULER),
     },
 )
 
-FAMILIES = {f.name: f for f in (SD15,)}
+# SDXL base 1.0 as released (stabilityai/stable-diffusion-xl-base-1.0).
+_SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=[320, 640, 1280],
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    transformer_layers_per_block=[1, 2, 10], attention_head_dim=[5, 10, 20], cross_attention_dim=2048,
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816, norm_num_groups=32,
+)
+# Same architecture as SD 1.5's; the latent scale differs. In float16 its activations overflow (NaN, black
+# images), so it computes in float32 only (float16=False below; its weights are still stored as float16).
+_SDXL_VAE = dict(_SD15_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+_SDXL_CLIP = dict(_SD15_CLIP, pad_token_id=1)
+# OpenCLIP ViT-bigG/14 with its projection.
+_SDXL_CLIP2 = dict(
+    vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+    max_position_embeddings=77, hidden_act="gelu", projection_dim=1280, bos_token_id=0, eos_token_id=2,
+    pad_token_id=1,
+)
+_SDXL_SCHEDULER = dict(
+    _class_name="EulerDiscreteScheduler", num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+    beta_schedule="scaled_linear", interpolation_type="linear", prediction_type="epsilon", sample_max_value=1.0,
+    set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1, timestep_spacing="leading", trained_betas=None,
+    use_karras_sigmas=False,
+)
+# Tiny: two UNet levels, the added time/text conditions at their real structure; the two text encoders' widths
+# add up to the UNet's cross-attention width (32 + 32), the pooled width plus six 8-wide time embeddings make
+# the added-condition input (32 + 6 * 8).
+_TINY_XL_UNET = dict(
+    _SDXL_UNET, sample_size=16, layers_per_block=1, block_out_channels=[32, 64],
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"], up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+    transformer_layers_per_block=[1, 2], attention_head_dim=[2, 4], cross_attention_dim=64,
+    addition_time_embed_dim=8, projection_class_embeddings_input_dim=80, norm_num_groups=8,
+)
+_TINY_XL_VAE = dict(_TINY_VAE, scaling_factor=0.13025, force_upcast=True)
+_TINY_XL_CLIP = dict(_TINY_CLIP, hidden_size=32, projection_dim=32)
+_TINY_XL_CLIP2 = dict(_SDXL_CLIP2, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      projection_dim=32)
+
+SDXL = Family(
+    name="sdxl",
+    wasm_name="stable_diffusion_xl.wasm",
+    submodules=(
+        Submodule("clip", "text_encoder", "text_encoder", unused_prefixes=_POSITION_IDS, float16=True,
+                  tokenizer="tokenizer", hidden_layer=-2),
+        Submodule("clip2", "text_encoder", "text_encoder_2", unused_prefixes=_POSITION_IDS, float16=True,
+                  tokenizer="tokenizer_2", hidden_layer=-2, pooled=True),
+        Submodule("unet", "unet", "unet", float16=True),
+        Submodule("vae", "vae", "vae", unused_prefixes=_VAE_ENCODER),
+        Submodule("sched", "sched", None, config_from="unet"),
+    ),
+    pipeline_class="StableDiffusionXLPipeline",
+    schedulers=("euler", "dpm"),
+    zero_empty_negative=True,
+    generated_configs={
+        "tiny": dict(unet=_TINY_XL_UNET, vae=_TINY_XL_VAE, clip=_TINY_XL_CLIP, clip2=_TINY_XL_CLIP2,
+                     scheduler=_SDXL_SCHEDULER),
+        "random": dict(unet=_SDXL_UNET, vae=_SDXL_VAE, clip=_SDXL_CLIP, clip2=_SDXL_CLIP2, scheduler=_SDXL_SCHEDULER),
+    },
+)
+
+FAMILIES = {f.name: f for f in (SD15, SDXL)}
 
 
 def family(name: str) -> Family:
@@ -138,14 +230,13 @@ def family(name: str) -> Family:
         raise StageError(f"unknown model {name!r}; known models: {', '.join(FAMILIES)}") from None
 
 
-# Pipelines of other families that a diffusers folder may hold (its model_index.json says which), so that one
-# is named in the refusal instead of failing somewhere inside a stage.
+# Pipelines of models no family here builds, which a diffusers folder may hold (its model_index.json says which),
+# so that one is named in the refusal instead of failing somewhere inside a stage.
 OTHER_PIPELINES = {
-    "StableDiffusionXLPipeline": "SDXL",
-    "StableDiffusionXLImg2ImgPipeline": "SDXL (refiner)",
+    "StableDiffusionXLImg2ImgPipeline": "SDXL refiner",
     "StableDiffusion3Pipeline": "Stable Diffusion 3",
     "FluxPipeline": "FLUX",
-    "StableDiffusionUpscalePipeline": "the SD x4 upscaler",
+    "StableDiffusionUpscalePipeline": "SD x4 upscaler",
     "StableDiffusionInpaintPipeline": "SD inpainting",
 }
 
@@ -176,10 +267,15 @@ def check_weights_folder(weights: Path, fam: Family) -> None:
     index = weights / "model_index.json"
     if index.is_file():
         pipeline = read_config(index).get("_class_name")
-        if pipeline != fam.pipeline_class and pipeline in OTHER_PIPELINES:
+        builds = {f.pipeline_class: f for f in FAMILIES.values()}
+        if pipeline in builds and builds[pipeline] is not fam:
+            other = builds[pipeline]
+            raise StageError(f"WEIGHTS={weights} holds a {other.name} model ({pipeline} in model_index.json), not "
+                             f"{fam.name}; build it with `make {other.name} WEIGHTS={weights}`")
+        if pipeline in OTHER_PIPELINES:
             raise StageError(f"WEIGHTS={weights} holds a {OTHER_PIPELINES[pipeline]} model ({pipeline} in "
-                             f"model_index.json); `make {fam.name}` builds {fam.pipeline_class} folders"
-                             + (" (SDXL is not buildable yet)" if "SDXL" in OTHER_PIPELINES[pipeline] else ""))
+                             f"model_index.json), which this project does not build; `make {fam.name}` takes "
+                             f"{fam.pipeline_class} folders")
     needed = [s.folder for s in fam.submodules if s.folder] + list(fam.tokenizer_folders) + ["scheduler"]
     missing = [f for f in needed if not (weights / f).is_dir()]
     if missing:

@@ -1,6 +1,6 @@
 """One file per submodule: the PyTorch functions (input -> output wrappers) that trace.py exports.
 
-Each module has `entries(weights: Path | None) -> list[Entry]`. The wrappers fold the small pieces of the
+Each module (one per submodule kind in stages/lib/models.py) has `entries(family, sub, weights: Path) -> list[Entry]`. The wrappers fold the small pieces of the
 pipeline into the graph (classifier-free guidance into the UNet, the negative/positive batch into CLIP,
 latent scaling and RGBA packing into the VAE), so the runtimes only move tensors between functions.
 """
@@ -23,10 +23,12 @@ class Entry:
     weights_prefix: str = ""  # wrapper attribute holding the diffusers/transformers model, e.g. "unet."
 
 
-def load_entries(submodule: str, weights):
-    from . import clip, sched, unet, vae
+def load_entries(fam, sub, weights):
+    """The functions of submodule `sub` of family `fam` (stages/lib/models.py), traced from the diffusers folder
+    `weights`."""
+    import importlib
 
-    return {"clip": clip, "unet": unet, "vae": vae, "sched": sched}[submodule].entries(weights)
+    return importlib.import_module(f".{sub.kind}", __name__).entries(fam, sub, weights)
 
 
 def _plain_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):

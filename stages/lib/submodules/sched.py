@@ -25,8 +25,8 @@ class LinComb(torch.nn.Module):
         return total
 
 
-def entries(weights: Path) -> list[Entry]:
-    config = read_config(weights / "unet" / "config.json")
+def entries(fam, sub, weights: Path) -> list[Entry]:
+    config = read_config(weights / sub.config_folder / "config.json")
     shape = (1, config["out_channels"], config["sample_size"], config["sample_size"])
     result = []
     for n in range(1, MAX_TERMS + 1):

@@ -32,10 +32,10 @@ class DecodeToRGBA(torch.nn.Module):
         return rgb[0] + rgb[1] * 256 + rgb[2] * 65536 - 16777216
 
 
-def entries(weights: Path) -> list[Entry]:
+def entries(fam, sub, weights: Path) -> list[Entry]:
     from diffusers import AutoencoderKL
 
-    config = read_config(weights / "vae" / "config.json")
+    config = read_config(weights / sub.folder / "config.json")
     torch.manual_seed(0)
     vae = AutoencoderKL.from_config(config).eval()
     latent = config["sample_size"] // 2 ** (len(config["block_out_channels"]) - 1)
