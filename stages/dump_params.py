@@ -96,7 +96,9 @@ def main():
     transform_mod, meta = load_module(paths.transform_params, f"make {paths.lowered}")
     (function, fmeta), = [(n, m) for n, m in meta["functions"].items() if m["params"]]
     sources = {p["source"]: p for p in fmeta["source_params"]}
-    weights = read_checkpoint(args.weights / sub.folder, sources, sub.unused_prefixes, args.storage_dtype)
+    # Unused: what the table declares (stages/lib/models.py) and what trace found the function never reads.
+    unused = tuple(sub.unused_prefixes) + tuple(fmeta.get("unused_sources", []))
+    weights = read_checkpoint(args.weights / sub.folder, sources, unused, args.storage_dtype)
     values = transform_weights(transform_mod, fmeta["transform"], fmeta["source_params"], weights)
 
     names = []

@@ -39,16 +39,20 @@ def trace_entry(entry):
     state = program.state_dict
     constants = {spec.arg.name for spec in program.graph_signature.input_specs
                  if spec.kind.name == "BUFFER" and spec.target not in state}
-    func = mod["main"]
+    func = drop_unused_weights(mod, len(entry.input_names))
     # The frontend copies every weight into the function's attributes; weights travel through dump-params
     # instead, so drop them and keep the module small and independent of the weight values.
     func = func.without_attr("params").with_attr("global_symbol", entry.function)
-    params = []
+    kept = {p.name for p in func.params}
+    params, unused = [], []
     for spec in program.graph_signature.input_specs:
         if spec.kind.name not in ("PARAMETER", "BUFFER") or spec.arg.name in constants:
             continue
         source = spec.target
         assert source.startswith(entry.weights_prefix), (source, entry.weights_prefix)
+        if spec.arg.name not in kept:
+            unused.append(source[len(entry.weights_prefix):])
+            continue
         tensor = state[source]
         params.append({
             "name": spec.arg.name,
@@ -64,7 +68,22 @@ def trace_entry(entry):
     results = program.graph.output_node().args[0]
     outputs = [{"shape": [int(d) for d in node.meta["val"].shape], "dtype": str(node.meta["val"].dtype).replace("torch.", "")}
                for node in results]
-    return func, {"inputs": inputs, "outputs": outputs, "params": params}
+    return func, {"inputs": inputs, "outputs": outputs, "params": params, "unused_sources": unused}
+
+
+def drop_unused_weights(mod, num_inputs: int):
+    """The module's function without the weights its result does not depend on (SDXL's first text encoder stops
+    at its penultimate layer: the last layer and the final norm are never computed). Those checkpoint tensors
+    are listed in the metadata as unused, so dump-params skips exactly them; the compiled function takes the rest."""
+    from tvm import relax
+
+    mod = relax.transform.DeadCodeElimination(["main"])(mod)
+    func = mod["main"]
+    used = {v.name for v in relax.analysis.free_vars(func.body)}
+    params = list(func.params[:num_inputs]) + [p for p in func.params[num_inputs:] if p.name in used]
+    if len(params) == len(func.params):
+        return func
+    return relax.Function(params, func.body, func.ret_ty, func.is_pure, func.attrs)
 
 
 def check_shapes(entry, folder: Path) -> None:

@@ -137,6 +137,7 @@ def main():
             "inputs": fmeta["inputs"],
             "outputs": fmeta["outputs"],
             "source_params": fmeta["params"],  # what <name>_transform_params takes, in order
+            "unused_sources": fmeta["unused_sources"],  # checkpoint tensors the function never reads
             # the weights the library takes first (in <name>_prepare, or else <name>), in the order they are
             # stored; each dtype is the library's (float16 in a float16 library), whatever the shards store
             "params": weights,
