@@ -347,9 +347,9 @@ test: | $(SETUP) $(LAVAPIPE) ## run every test suite on one shared tiny build, t
 	python3 tests/tools/slowest.py $(DURATIONS); \
 	exit $$status
 
-test-build: | $(SETUP) ## the tiny SD 1.5 the tests share: TEST_ARTIFACTS=build/test-artifacts, TARGETS="webgpu cpu"
+test-build: | $(SETUP) ## every family's tiny model, which the tests share: TEST_ARTIFACTS=build/test-artifacts, TARGETS="webgpu cpu"
 	$(Q)mkdir -p $(TEST_ARTIFACTS)-tuning
-	$(Q)+$(TEST_MAKE) sd15
+	$(Q)+$(TEST_MAKE) $(MODELS)
 
 # CPU parity, incremental builds, build errors, tuning, WebGPU on SwiftShader and lavapipe.
 test-python: test-build | $(LAVAPIPE)

@@ -26,6 +26,7 @@ test_webgpu.py builds on the same session build; the noise, tokenizer and schedu
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -44,12 +45,17 @@ if str(STAGES) not in sys.path:
 
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
+from lib.cli import library_name  # noqa: E402
+from lib.models import FAMILIES, family  # noqa: E402
+
+# The session build holds every family's tiny model; most build tests work on SD 1.5's, whose submodules and
+# libraries come from the one table (stages/lib/models.py), as make's do.
 MODEL = "sd15"
 VARIANT = "sd15-tiny"
-SUBMODULES = ("clip", "unet", "vae", "sched")
-# Each submodule's libraries: the float32 one, and a float16 one for those with weights.
-LIBRARIES = SUBMODULES + ("clip-f16", "unet-f16", "vae-f16")
-WEIGHTED = ("clip", "unet", "vae")
+SUBMODULES = tuple(s.name for s in family(MODEL).submodules)
+# Each submodule's libraries: the float32 one, and a float16 one for those that have it.
+LIBRARIES = tuple(library_name(s.name, c) for s, c in family(MODEL).libraries())
+WEIGHTED = tuple(s.name for s in family(MODEL).submodules if s.folder)
 # Variables the Makefile reads with ?=: one set in the caller's environment would change what a test runs.
 MAKE_VARIABLES = ("WEIGHTS", "MODEL", "VARIANT", "ARTIFACTS", "TUNING", "TARGETS", "PY", "V", "PROMPT", "NEGATIVE",
                   "SEED", "STEPS", "SCHEDULER", "GUIDANCE", "OUT", "PARAM_STORAGE", "WINOGRAD", "JOBS")
@@ -177,9 +183,9 @@ class Compiled:
         self.tvm = tvm
         paths = ArtifactPaths(Path(variant_dir), library)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(paths.lib("cpu"))), tvm.cpu())
-        self.meta = load_meta(paths.lowered, "make sd15 WEIGHTS=tiny")
+        self.meta = load_meta(paths.lowered, f"make {paths.family} WEIGHTS=tiny")
         self.params, self.cache_meta, self.stored = [], None, []
-        if paths.base_submodule in WEIGHTED:
+        if family(paths.family).submodule(paths.base_submodule).folder:
             (fmeta,) = [f for f in self.meta["functions"].values() if f["params"]]
             self.stored, self.cache_meta = load_params(paths.params_dir, tvm.cpu(), [p["dtype"] for p in fmeta["params"]])
             self.params = prepare_params(self.vm, self.meta, self.stored)
@@ -187,7 +193,9 @@ class Compiled:
     def __call__(self, function: str, *inputs) -> np.ndarray:
         # np.asarray, not np.ascontiguousarray: that one turns the 0-d timestep and guidance into 1-d.
         args = [self.tvm.runtime.tensor(np.asarray(x, order="C")) for x in inputs]
-        return self.vm[function](*args, *self.params).numpy()
+        result = self.vm[function](*args, *self.params)
+        # A function with several outputs (SDXL's second text encoder: hidden states, pooled) returns a tuple.
+        return result.numpy() if hasattr(result, "numpy") else tuple(r.numpy() for r in result)
 
 
 @dataclass(frozen=True)
@@ -195,10 +203,15 @@ class Build:
     tree: Path  # the source tree make runs in
     artifacts: Path  # the ARTIFACTS folder
     tuning: Path  # the TUNING folder it was built with
+    model: str = MODEL  # the family `variant` and `weights` are of
+
+    def of(self, model: str) -> "Build":
+        """The same build, seen as its `model` family's tiny variant."""
+        return dataclasses.replace(self, model=model)
 
     @property
     def variant(self) -> Path:
-        return self.artifacts / VARIANT
+        return self.artifacts / f"{self.model}-tiny"
 
     @property
     def weights(self) -> Path:
@@ -221,7 +234,7 @@ def tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_build(tree, tmp_path_factory) -> Build:
-    """`make sd15 WEIGHTS=tiny`, once per session. Tests must not change it: use `build_copy` for that."""
+    """`make sd15 sdxl WEIGHTS=tiny` (every family), once per session; as SD 1.5's (`.of("sdxl")` for SDXL's). Tests must not change it: use `build_copy` for that."""
     keep = os.environ.get("WEBSD_TEST_ARTIFACTS")
     artifacts = Path(keep).resolve() if keep else tmp_path_factory.mktemp("artifacts")
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -233,9 +246,9 @@ def tiny_build(tree, tmp_path_factory) -> Build:
     if runtime.is_dir() and not (artifacts / runtime.name).exists():
         subprocess.run(["cp", "-a", str(runtime), str(artifacts / runtime.name)], check=True)
     build = Build(tree, artifacts, tuning)
-    result = build.make(MODEL)
+    result = build.make(*FAMILIES)
     if result.returncode != 0:
-        pytest.fail(f"make {MODEL} WEIGHTS=tiny ARTIFACTS={artifacts} failed (exit {result.returncode}):\n"
+        pytest.fail(f"make {' '.join(FAMILIES)} WEIGHTS=tiny ARTIFACTS={artifacts} failed (exit {result.returncode}):\n"
                     f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}", pytrace=False)
     return build
 
@@ -245,16 +258,21 @@ def build_copy(tiny_build, tmp_path):
     """Returns a function that copies the session build's variant folder into a fresh ARTIFACTS folder
     (`cp -a`: mtimes kept), as `variant` (a WEIGHTS=<folder> build is named after the model), with the TVM web
     runtime beside it (else make would rebuild it: a minute), and gives the copy as a Build with the same
-    TUNING."""
+    TUNING. `model` picks the family (SD 1.5 by default); `also` names other families whose tiny variants are
+    copied beside it unchanged."""
 
-    def copy(name: str = "artifacts", variant: str = VARIANT) -> Build:
+    def copy(name: str = "artifacts", variant: str | None = None, model: str = MODEL, also=()) -> Build:
         artifacts = tmp_path / name
         artifacts.mkdir()
         runtime = tiny_build.artifacts / "tvm-runtime"
         if runtime.is_dir():  # per ARTIFACTS folder, outside the variant
             subprocess.run(["cp", "-a", str(runtime), str(artifacts / runtime.name)], check=True)
-        subprocess.run(["cp", "-a", str(tiny_build.variant), str(artifacts / variant)], check=True)
-        return Build(tiny_build.tree, artifacts, tiny_build.tuning)
+        source = tiny_build.of(model).variant
+        subprocess.run(["cp", "-a", str(source), str(artifacts / (variant or source.name))], check=True)
+        for other in also:
+            other_variant = tiny_build.of(other).variant
+            subprocess.run(["cp", "-a", str(other_variant), str(artifacts / other_variant.name)], check=True)
+        return Build(tiny_build.tree, artifacts, tiny_build.tuning, model)
 
     return copy
 

@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (LIBRARIES, MODEL, Compiled, clean_env, log_entries, make_command, relative_error, snapshot,
-                      stage_lines, stored_weights)
+from conftest import (FAMILIES, LIBRARIES, MODEL, Compiled, clean_env, log_entries, make_command, relative_error,
+                      snapshot, stage_lines, stored_weights)
+from lib.cli import ArtifactPaths
+from lib.models import family
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -89,7 +91,7 @@ def torch_unet(weights_dir: Path, inputs, cache_meta: dict) -> np.ndarray:
     from lib.submodules.unet import GuidedUNet
 
     unet = stored_weights(UNet2DConditionModel.from_pretrained(weights_dir / "unet").eval(), cache_meta)
-    wrapper = GuidedUNet(unet).eval()
+    wrapper = GuidedUNet(unet, 1).eval()
     with torch.no_grad():
         return wrapper(*(torch.from_numpy(np.asarray(x)) for x in inputs)).numpy()
 
@@ -128,8 +130,10 @@ GUIDANCE_KERNEL = re.compile(r"fused_split\d*_subtract\d*_multiply\d*_add\d*")  
 
 
 def workgroup_size(tar_path: Path, kernel: str) -> int:
-    """The @workgroup_size of `kernel` in the WGSL that the WebGPU library carries."""
-    pattern = re.compile(rb"@workgroup_size\((\d+), 1, 1\)\s*fn sd15_unet_" + kernel.encode() + rb"_kernel\(")
+    """The @workgroup_size of `kernel` in the WGSL that the WebGPU library (<variant>/unet/lib.webgpu.v1.tar)
+    carries; its entry points are named after the family's system-library prefix."""
+    prefix = family(ArtifactPaths(tar_path.parents[1]).family).system_lib_prefix("unet")
+    pattern = re.compile(rb"@workgroup_size\((\d+), 1, 1\)\s*fn " + prefix.encode() + kernel.encode() + rb"_kernel\(")
     with tarfile.open(tar_path) as tar:
         found = [int(m.group(1)) for member in tar.getmembers()
                  for m in pattern.finditer(tar.extractfile(member).read())]
@@ -179,7 +183,8 @@ def write_tuning_log(lowered, kernel: str, out_dir: Path, threads: int) -> None:
     assert len(database) == 1
 
 
-def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path):
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path, fam):
     """The link that follows (a minute, even for the tiny model) is held back with `make -o`; a PY=false run
     shows it is due, and it alone."""
     import tvm
@@ -187,7 +192,10 @@ def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path)
 
     from lib.relax_io import load_module
 
-    build = build_copy()
+    other = next(f for f in FAMILIES if f != fam)
+    build = build_copy(model=fam, also=[other])
+    other_variant = build.of(other).variant
+    other_before = snapshot(other_variant)
     unet = build.variant / "unet"
     tar, scheduled = unet / "lib.webgpu.v1.tar", unet / "scheduled.webgpu.v1.json"
     old_tar = tar.read_bytes()
@@ -196,11 +204,11 @@ def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path)
     kernel = guidance_kernel(lowered)
     threads = 64 if workgroup_size(tar, kernel) != 64 else 32  # not what dlight chose
     tuning = tmp_path / "tuning"
-    write_tuning_log(lowered, kernel, tuning / MODEL / "unet", threads)
+    write_tuning_log(lowered, kernel, tuning / fam / "unet", threads)
 
     hold_link = ("-o", str(build.variant / LINK_STAMP))
     before_files, before_log = snapshot(build.variant), log_entries(build.variant)
-    result = build.make(MODEL, *hold_link, TUNING=tuning)
+    result = build.make(*FAMILIES, *hold_link, TUNING=tuning)
     assert result.returncode == 0, result.stderr
     per_submodule, others = ran(result.stdout, build.variant)
     assert per_submodule == ["EXPORT-LIB unet webgpu", "TUNE unet"] and set(others) <= AGGREGATE_STAGES
@@ -222,20 +230,21 @@ def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path)
     assert tar.read_bytes() != old_tar
     assert workgroup_size(tar, kernel) == threads
     if any(p.endswith(".wasm") for p in before_files):  # the page's .wasm must be relinked with the new objects
-        due = build.make(MODEL, TUNING=tuning, PY="false")
+        due = build.make(*FAMILIES, TUNING=tuning, PY="false")
         assert due.returncode != 0 and ran(due.stdout, build.variant) == ([], ["LINK"])
 
     # The same log, touched: tune reruns, writes nothing new, and export-lib does not follow.
     after_tuning = snapshot(build.variant)
-    for f in (tuning / MODEL / "unet").iterdir():
+    for f in (tuning / fam / "unet").iterdir():
         os.utime(f)
-    touched = build.make(MODEL, *hold_link, TUNING=tuning)
+    touched = build.make(*FAMILIES, *hold_link, TUNING=tuning)
     assert touched.returncode == 0, touched.stderr
     assert ran(touched.stdout, build.variant) == (["TUNE unet"], [])
     assert changed_files(after_tuning, snapshot(build.variant)) == {"unet/.tune.stamp", "build.log"}
 
-    again = build.make(MODEL, *hold_link, TUNING=tuning)
+    again = build.make(*FAMILIES, *hold_link, TUNING=tuning)
     assert again.returncode == 0 and stage_lines(again.stdout) == []
+    assert snapshot(other_variant) == other_before, f"make {' '.join(FAMILIES)} changed {other}'s files"
 
 
 def test_winograd_option_reruns_transform_and_nothing_before_it(build_copy):

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import Compiled, relative_error, stored_weights
+from lib.models import FAMILIES, family
 
 TOLERANCE = 1e-4
 # A float16 library's error may be this many times PyTorch's own float16 error on the same inputs.
@@ -61,11 +62,15 @@ def half(module):
     return copy.deepcopy(module).half()
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_build):
-    from transformers import CLIPTokenizer
+# (family, compute) of every library that is built: SDXL's VAE computes in float32 only.
+FAMILY_COMPUTES = [(f, c) for f in FAMILIES for c in COMPUTES]
 
-    return CLIPTokenizer.from_pretrained(tiny_build.weights / "tokenizer")
+
+def library_of(fam: str, sub: str, compute: str) -> str | None:
+    """The library `sub` runs in `compute`, or None where the family builds none (SDXL's VAE in float16)."""
+    from lib.cli import library_name
+
+    return library_name(sub, compute) if compute in family(fam).submodule(sub).computes else None
 
 
 @pytest.mark.parametrize("compute", COMPUTES)
@@ -99,78 +104,101 @@ def test_tensor_caches_match_the_compiled_functions(tiny_build, compute):
         assert compiled.cache_meta["storage_dtype"] == "float16"
 
 
-@pytest.mark.parametrize("compute", COMPUTES)
-def test_clip(tiny_build, tokenizer, compute):
-    from transformers import CLIPTextModel
+@pytest.mark.parametrize("fam,compute", FAMILY_COMPUTES)
+def test_text_encoders(tiny_build, fam, compute):
+    """Each text encoder's compiled function against the PyTorch wrapper it was traced from, on real prompts and
+    random ids, with both rows kept and with the negative row zeroed (keep). The wrapper's outputs are checked
+    against transformers' own first: SD 1.5 reads the last hidden state; SDXL the penultimate one, and its second
+    encoder's pooled embedding is transformers' text_embeds (the wrapper pools by mask, not argmax)."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from lib.cli import library_name
+    from lib.submodules.text_encoder import TextEncoder
 
-    compiled = Compiled(tiny_build.variant, library_name("clip", compute))
-    model = stored_weights(CLIPTextModel.from_pretrained(tiny_build.weights / "text_encoder").eval(), compiled.cache_meta)
-    model16 = half(model) if compute == "float16" else None
-    prompts = tokenizer(list(PROMPTS), padding="max_length", max_length=77, truncation=True,
-                        return_tensors="np").input_ids.astype(np.int32)
+    build = tiny_build.of(fam)
     rng = np.random.default_rng(1)
-    random_ids = rng.integers(0, model.config.vocab_size, size=(2, 77), dtype=np.int32)
-    for ids in (prompts, random_ids):
-        assert ids.shape == (2, 77) and (ids[0] != ids[1]).any()
-        with torch.no_grad():
-            ref = model(as_tensor(ids).long()).last_hidden_state.numpy()
-        ours = compiled("clip", ids)
-        assert ours.shape == ref.shape == (2, 77, model.config.hidden_size)
-
-        def in_float16():
+    for sub in family(fam).text_encoders:
+        compiled = Compiled(build.variant, library_of(fam, sub.name, compute))
+        model_class = CLIPTextModelWithProjection if sub.pooled else CLIPTextModel
+        model = stored_weights(model_class.from_pretrained(build.weights / sub.folder).eval(), compiled.cache_meta)
+        wrapper = TextEncoder(model, sub.hidden_layer, sub.pooled).eval()
+        wrapper16 = half(wrapper) if compute == "float16" else None
+        tokenizer = CLIPTokenizer.from_pretrained(build.weights / sub.tokenizer)
+        prompts = tokenizer(list(PROMPTS), padding="max_length", max_length=77, truncation=True,
+                            return_tensors="np").input_ids.astype(np.int32)
+        random_ids = rng.integers(0, model.config.vocab_size - 1, size=(2, 77), dtype=np.int32)
+        random_ids[:, 40] = model.config.vocab_size - 1  # an end-of-text token, where pooling reads
+        for ids, keep in ((prompts, [1, 1]), (random_ids, [1, 1]), (prompts, [0, 1])):
+            assert ids.shape == (2, 77) and (ids[0] != ids[1]).any()
+            keep = np.array(keep, np.float32)
             with torch.no_grad():
-                return model16(as_tensor(ids).long()).last_hidden_state.float().numpy()
+                ref = wrapper(as_tensor(ids), as_tensor(keep))
+                own = model(as_tensor(ids).long(), output_hidden_states=True)
+            ref = ref if isinstance(ref, tuple) else (ref,)
+            hidden = own.last_hidden_state if sub.hidden_layer == -1 else own.hidden_states[sub.hidden_layer]
+            assert torch.equal(ref[0][keep == 1], hidden[keep == 1]) and not ref[0][keep == 0].any()
+            if sub.pooled:
+                assert torch.allclose(ref[1][keep == 1], own.text_embeds[keep == 1], atol=1e-6)
+            ours = compiled(sub.name, ids, keep)
+            ours = ours if isinstance(ours, tuple) else (ours,)
+            assert len(ours) == len(ref)
+            for i, (o, r) in enumerate(zip(ours, ref)):
+                def in_float16(i=i):
+                    with torch.no_grad():
+                        out = wrapper16(as_tensor(ids), as_tensor(keep).half())
+                    return (out if isinstance(out, tuple) else (out,))[i].float().numpy()
 
-        check_error(ours, ref, compute, in_float16, "clip")
+                check_error(o, r.numpy(), compute, in_float16, (fam, sub.name, i))
 
 
-@pytest.mark.parametrize("compute", COMPUTES)
-def test_unet(tiny_build, compute):
+@pytest.mark.parametrize("fam,compute", FAMILY_COMPUTES)
+def test_unet(tiny_build, fam, compute):
+    """The guided UNet, with every input the compiled function takes (SDXL: both encoders' embeddings, the pooled
+    embedding and the time ids) random from its recorded shape."""
     from diffusers import UNet2DConditionModel
 
-    from lib.cli import library_name
     from lib.submodules.unet import GuidedUNet
 
-    compiled = Compiled(tiny_build.variant, library_name("unet", compute))
-    unet = stored_weights(UNet2DConditionModel.from_pretrained(tiny_build.weights / "unet").eval(), compiled.cache_meta)
-    wrapper = GuidedUNet(unet).eval()
+    build = tiny_build.of(fam)
+    compiled = Compiled(build.variant, library_of(fam, "unet", compute))
+    unet = stored_weights(UNet2DConditionModel.from_pretrained(build.weights / "unet").eval(), compiled.cache_meta)
+    wrapper = GuidedUNet(unet, len(family(fam).text_encoders)).eval()
     wrapper16 = half(wrapper) if compute == "float16" else None
-    size, channels = unet.config.sample_size, unet.config.in_channels
+    specs = compiled.meta["functions"]["unet"]["inputs"]
     rng = np.random.default_rng(2)
     # Integer, fractional (Euler) and small timesteps; guidance 1 is the conditional prediction alone.
     for timestep, guidance in ((981.0, 7.5), (500.25, 1.0), (1.0, 12.0)):
-        latents = rng.standard_normal((1, channels, size, size), dtype=np.float32)
-        embeddings = rng.standard_normal((2, 77, unet.config.cross_attention_dim), dtype=np.float32)
-        t, g = np.array(timestep, np.float32), np.array(guidance, np.float32)
-        inputs = [as_tensor(x) for x in (latents, t, embeddings, g)]
+        named = {spec["name"]: rng.standard_normal(spec["shape"], dtype=np.float32) for spec in specs}
+        named["timestep"], named["guidance"] = np.array(timestep, np.float32), np.array(guidance, np.float32)
+        if "time_ids" in named:  # sizes as the pipeline gives them, each row alike
+            named["time_ids"] = np.array([[128, 128, 0, 0, 128, 128]] * 2, np.float32)
+        arrays = [named[spec["name"]] for spec in specs]
+        inputs = [as_tensor(x) for x in arrays]
         with torch.no_grad():
             ref = wrapper(*inputs).numpy()
-        ours = compiled("unet", latents, t, embeddings, g)
-        assert ours.shape == ref.shape == latents.shape
+        ours = compiled("unet", *arrays)
+        assert ours.shape == ref.shape == named["latents"].shape
         assert ref.std() > 0.01
 
         def in_float16():
             with torch.no_grad():
                 return wrapper16(*(x.half() for x in inputs)).float().numpy()
 
-        check_error(ours, ref, compute, in_float16, (timestep, guidance))
+        check_error(ours, ref, compute, in_float16, (fam, timestep, guidance))
 
 
-@pytest.mark.parametrize("compute", COMPUTES)
-def test_vae(tiny_build, compute):
+@pytest.mark.parametrize("fam,compute", [(f, c) for f, c in FAMILY_COMPUTES if library_of(f, "vae", c)])
+def test_vae(tiny_build, fam, compute):
     """float32: packed RGBA with the same bytes as the torch wrapper but for a tiny fraction off by one where
     the float sits on a rounding edge; and every channel within 0.5 (+ float error) of the float image before
     rounding. float16: within 3 grey levels of the float image, and at most 2% of channels more than 1 away
     (measured: at most 2.0, and 0.5%)."""
     from diffusers import AutoencoderKL
 
-    from lib.cli import library_name
     from lib.submodules.vae import DecodeToRGBA
 
-    compiled = Compiled(tiny_build.variant, library_name("vae", compute))
-    vae = stored_weights(AutoencoderKL.from_pretrained(tiny_build.weights / "vae").eval(), compiled.cache_meta)
+    build = tiny_build.of(fam)
+    compiled = Compiled(build.variant, library_of(fam, "vae", compute))
+    vae = stored_weights(AutoencoderKL.from_pretrained(build.weights / "vae").eval(), compiled.cache_meta)
     wrapper = DecodeToRGBA(vae).eval()
     rng = np.random.default_rng(3)
     for scale in (1.0, 3.0):  # latents as the denoiser leaves them, and wider ones that clamp more pixels
@@ -219,25 +247,48 @@ def psnr(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def compiled_pipeline(tiny_build):
-    from lib.cpu_pipeline import CompiledPipeline
+def compiled_pipelines(tiny_build):
+    """{family: its CompiledPipeline}, made on first use."""
+    from lib.cpu_pipeline import load_pipeline
 
-    return CompiledPipeline(tiny_build.variant, tokenizer_dir=tiny_build.weights / "tokenizer")
+    pipes = {}
+
+    def get(fam: str):
+        if fam not in pipes:
+            build = tiny_build.of(fam)
+            pipes[fam] = load_pipeline(build.variant, build.weights)
+        return pipes[fam]
+
+    return get
 
 
-@pytest.mark.parametrize("scheduler", ["pndm", "dpm", "euler"])
-def test_pipeline_matches_diffusers(tiny_build, compiled_pipeline, scheduler):
+@pytest.fixture(scope="module")
+def compiled_pipeline(compiled_pipelines):
+    return compiled_pipelines("sd15")
+
+
+# Every family with each of its schedulers, and with its default scheduler and no negative prompt.
+PIPELINE_CASES = ([(f, s, PROMPTS[0]) for f in FAMILIES for s in family(f).schedulers]
+                  + [(f, family(f).schedulers[0], "") for f in FAMILIES])
+
+
+@pytest.mark.parametrize("fam,scheduler,negative", PIPELINE_CASES)
+def test_pipeline_matches_diffusers(tiny_build, compiled_pipelines, fam, scheduler, negative):
+    """Every family and scheduler, with a negative prompt and without one (SDXL: zero embeddings, as diffusers
+    does for an empty negative prompt)."""
     import reference
 
-    settings = dict(negative=PROMPTS[0], seed=1234, steps=5, scheduler=scheduler, guidance=7.5)
-    ours = compiled_pipeline.generate(PROMPTS[1], **settings)
-    ref = reference.generate(tiny_build.weights, prompt=PROMPTS[1], **settings)
+    build = tiny_build.of(fam)
+    settings = dict(negative=negative, seed=1234, steps=5, scheduler=scheduler, guidance=7.5)
+    ours = compiled_pipelines(fam).generate(PROMPTS[1], **settings)
+    ref = reference.generate(build.weights, prompt=PROMPTS[1], model=fam, **settings)
     assert ours.shape == (128, 128, 4) and ref.shape == (128, 128, 3)
     assert (ours[..., 3] == 255).all()
     assert ref.std() > 10, "diffusers made a flat image: the comparison would prove nothing"
     assert ours[..., :3].std() > 10
-    # Measured with float16 shards: 64 dB, channels at most 1 apart, for every scheduler (with float32
-    # shards: 88 dB to identical). The bounds, set before weights were stored as float16, keep a wide margin.
+    # Measured with float16 shards: 64 dB, channels at most 1 apart, for every scheduler and both families
+    # (with float32 shards: 88 dB to identical). The bounds, set before weights were stored as float16, keep a
+    # wide margin.
     assert psnr(ours[..., :3], ref) >= 40
     assert np.abs(ours[..., :3].astype(int) - ref.astype(int)).max() <= 3
 
@@ -270,7 +321,7 @@ def test_make_reference_writes_png_with_settings(tiny_build, tmp_path):
                     "scheduler": "euler", "guidance": "5.5", "model": "sd15"}
     # The pixels are that generation's, not some other: diffusers in this process, same settings.
     again = reference.generate(tiny_build.weights, prompt=PROMPTS[1], negative=PROMPTS[0], seed=77, steps=3,
-                               scheduler="euler", guidance=5.5)
+                               scheduler="euler", guidance=5.5, model="sd15")
     assert pixels.std() > 10
     assert np.abs(pixels.astype(int) - again.astype(int)).max() <= 1
     assert not list(out.parent.glob(".*")), "a temporary file was left beside the PNG"
