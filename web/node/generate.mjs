@@ -1,8 +1,11 @@
 // Generation on WebGPU from the command line: the page's runtime (web/runtime/) in Node, on Dawn.
 //
 //   node web/node/generate.mjs --model artifacts/sd15-tiny/model.json --prompt "a cat" [--negative ""]
-//        [--seed 0] [--steps 20] [--scheduler pndm|dpm|euler] [--guidance 7.5] --out image.png
+//        [--seed 0] [--steps 20] [--scheduler NAME] [--guidance 7.5] --out image.png
 //        [--compute auto|float32|float16]
+//
+// Any family the runtime knows (sd15, sdxl: the manifest says which). The scheduler is one of the model's
+// (model.json `schedulers`: sd15 dpm, euler, pndm; sdxl euler, dpm); by default the model's own default.
 //
 // `make generate` runs it. With no GPU, Dawn uses SwiftShader when VK_ICD_FILENAMES points at its ICD
 // (the Makefile does that); with a GPU, the GPU. Prints the adapter and per-stage timings.
@@ -16,7 +19,8 @@ import { pathToFileURL, fileURLToPath } from "node:url";
 import { create, globals } from "webgpu";
 
 import { WebSDError } from "../runtime/errors.js";
-import { COMPUTES, loadModel } from "../runtime/load.js";
+import { COMPUTES, checkManifest, loadModel, parseJSON } from "../runtime/load.js";
+import { checkScheduler } from "../runtime/pipeline.js";
 import { encodePNG } from "../runtime/png.js";
 
 const { values: opt } = parseArgs({
@@ -26,7 +30,7 @@ const { values: opt } = parseArgs({
     negative: { type: "string", default: "" },
     seed: { type: "string", default: "0" },
     steps: { type: "string", default: "20" },
-    scheduler: { type: "string", default: "dpm" },
+    scheduler: { type: "string" }, // default: the manifest's default_scheduler
     guidance: { type: "string", default: "7.5" },
     out: { type: "string", default: "generated.png" },
     "dawn-toggle": { type: "string", multiple: true, default: [] },
@@ -54,6 +58,10 @@ async function main() {
       throw new WebSDError(`cannot read ${fileURLToPath(url)} (${err.code}); build the model with make`);
     }
   };
+  // Settings the model cannot take are refused before it loads (a full-size one takes minutes).
+  const manifest = checkManifest(parseJSON(await fetchFile(manifestUrl), opt.model), opt.model);
+  const scheduler = opt.scheduler ?? manifest.default_scheduler;
+  checkScheduler(manifest, scheduler);
   const t0 = performance.now();
   const model = await loadModel({ manifestUrl, gpu, fetchFile, compute: opt.compute,
                                   logger: opt.quiet ? () => {} : console.error });
@@ -62,7 +70,8 @@ async function main() {
   console.log(`compute: ${Object.entries(model.libraries).map(([sub, lib]) => `${sub} ${lib.compute}`).join(", ")}`);
   console.log(`load: ${(performance.now() - t0).toFixed(0)} ms`);
   const settings = { prompt: opt.prompt, negative: opt.negative, seed: Number(opt.seed), steps: Number(opt.steps),
-                     scheduler: opt.scheduler, guidance: Number(opt.guidance) };
+                     scheduler, guidance: Number(opt.guidance) };
+  console.log(`model: ${model.manifest.variant} (${model.manifest.family}), ${settings.scheduler} scheduler`);
   const result = await model.generate({
     ...settings,
     onStep: ({ step, total, ms }) => console.log(`unet step ${step}/${total}: ${ms.toFixed(1)} ms`),
@@ -85,4 +94,6 @@ async function main() {
   model.dispose();
 }
 
-main().then(() => process.exit(0)).catch((err) => fail(err instanceof WebSDError ? err.message : err.stack ?? String(err)));
+// The runtime's own errors (and a scheduler the model lacks) are one line for the user; anything else is a bug.
+const forUser = (err) => err instanceof WebSDError || err?.name === "ScheduleError";
+main().then(() => process.exit(0)).catch((err) => fail(forUser(err) ? err.message : err.stack ?? String(err)));

@@ -1,19 +1,21 @@
 // Loading a model, in one fixed order, each step reporting progress (after web-llm's engine.reload):
 //   manifest -> WebGPU adapter and device (checked before any weight is fetched) -> library (.wasm)
-//   -> tokenizer and scheduler constants -> weights, submodule by submodule -> pipeline.
+//   -> tokenizers and scheduler constants -> weights, submodule by submodule -> the family's pipeline.
 // Bytes come from `fetchFile(url, {sha256, bytes})`, the caller's business: the page passes its
 // Cache-API fetcher (web/app/cache.js), the Node CLI reads files. Every file is checked against the
 // sha256 in the manifest (or in the tensor cache, for shards) before use.
 
-import { DeviceLostError, FormatError, MissingFeatureError, NoWebGPUError } from "./errors.js";
+import { DeviceLimitError, DeviceLostError, FormatError, MissingFeatureError, NoWebGPUError } from "./errors.js";
 import { verify } from "./integrity.js";
 import { checkTensorCache, loadTensorCache } from "./params.js";
-import { StableDiffusion } from "./pipeline.js";
+import { pipelineClass } from "./pipeline.js";
 import { loadTokenizer } from "./tokenizer.js";
 import { deviceLimits, instantiateLibrary, openVM, prepareParams } from "./tvm.js";
 
 export const MANIFEST_FORMAT = "websd-model";
-export const MANIFEST_VERSION = 2; // 2: libraries per compute dtype (stages/write_manifest.py)
+// 2: libraries per compute dtype; 3: families (text_encoders, tokenizers by folder, the family's schedulers and
+// default, functions' outputs). stages/write_manifest.py writes it.
+export const MANIFEST_VERSION = 3;
 
 const decoder = new TextDecoder();
 /** `bytes` (UTF-8 JSON) parsed; a FormatError naming `url` if they are not JSON. */
@@ -25,14 +27,31 @@ export const parseJSON = (bytes, url) => {
   }
 };
 
+/** `manifest` if this runtime can run it: the format and version it reads, a family it has a pipeline for
+ * (pipeline.js PIPELINES), and text encoders whose tokenizers and schedulers the manifest lists; else a
+ * FormatError naming `url`. */
 export function checkManifest(manifest, url) {
   if (manifest?.format !== MANIFEST_FORMAT || manifest?.version !== MANIFEST_VERSION) {
     throw new FormatError(
       `${url}: model manifest format ${manifest?.format} v${manifest?.version}; this page reads ${MANIFEST_FORMAT} v${MANIFEST_VERSION}`,
     );
   }
+  pipelineClass(manifest.family, url);
+  const bad = (what) => new FormatError(`${url}: ${what}; rebuild the model with \`make ${manifest.family} WEIGHTS=...\``);
+  if (!Array.isArray(manifest.text_encoders) || manifest.text_encoders.length === 0) throw bad("it lists no text_encoders");
+  for (const { submodule, tokenizer } of manifest.text_encoders) {
+    if (!manifest.submodules?.[submodule]) throw bad(`text encoder ${submodule} is not among its submodules`);
+    if (!manifest.tokenizers?.[tokenizer]) throw bad(`text encoder ${submodule}'s tokenizer ${tokenizer} is not among its tokenizers`);
+  }
+  if (!manifest.schedulers?.[manifest.default_scheduler]) {
+    throw bad(`its default scheduler ${manifest.default_scheduler} is not among its schedulers`);
+  }
   return manifest;
 }
+
+/** The manifest's scheduler names, the default first (the order a menu offers them in). */
+export const schedulerNames = (manifest) =>
+  [manifest.default_scheduler, ...Object.keys(manifest.schedulers).filter((n) => n !== manifest.default_scheduler)];
 
 /**
  * Every file a model needs, in download order: [{url, sha256, bytes, kind}] (weight indexes also name their
@@ -43,7 +62,7 @@ export function modelFiles(manifest, manifestUrl) {
   const abs = (rec, kind) => ({ url: new URL(rec.path, manifestUrl).href, sha256: rec.sha256, bytes: rec.bytes, kind });
   return [
     abs(manifest.wasm, "library"),
-    ...Object.values(manifest.tokenizer).map((r) => abs(r, "tokenizer")),
+    ...Object.values(manifest.tokenizers).flatMap((files) => Object.values(files)).map((r) => abs(r, "tokenizer")),
     ...Object.values(manifest.schedulers).map((r) => abs(r, "scheduler")),
     ...Object.entries(manifest.submodules).filter(([, s]) => s.params)
       .map(([sub, s]) => ({ ...abs(s.params, "weights-index"), submodule: sub })),
@@ -80,6 +99,28 @@ export function chooseLibraries(manifest, features, compute = "auto") {
     chosen[sub] = { ...rec.libraries[name], compute: name };
   }
   return chosen;
+}
+
+/**
+ * The largest GPU buffer the model needs with `libraries` (chooseLibraries): weights, prepared weights or
+ * activations, in the libraries' dtypes (the build records each library's largest tensor).
+ */
+export const largestBuffer = (libraries) => Math.max(0, ...Object.values(libraries).map((lib) => lib.largest_tensor_bytes ?? 0));
+
+/** The adapter's limit on one buffer: WebGPU refuses a larger one late and obscurely (a dropped dispatch). */
+export const bufferLimit = (limits) => Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+
+/**
+ * A DeviceLimitError if the model's largest buffer with `libraries` exceeds what `limits` (an adapter's,
+ * or {maxBufferSize, maxStorageBufferBindingSize}) allow: said before anything large is downloaded.
+ */
+export function checkBufferLimits(libraries, limits) {
+  const largest = largestBuffer(libraries), limit = bufferLimit(limits);
+  if (largest > limit) {
+    const mb = (n) => `${Math.round(n / 2 ** 20)} MB`;
+    throw new DeviceLimitError(`This model needs GPU buffers of ${mb(largest)}, but this GPU and browser allow at most ${mb(limit)}. ` +
+      "Use a computer with a larger GPU, update the browser, or pick a smaller model.");
+  }
 }
 
 /**
@@ -153,6 +194,7 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
   let libraries;
   try {
     libraries = chooseLibraries(manifest, device.features, compute);
+    checkBufferLimits(libraries, adapter.limits);
   } catch (err) {
     device.destroy();
     throw err;
@@ -169,11 +211,12 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
   handle.device = device;
 
   onProgress({ phase: "tokenizer" });
-  const tok = manifest.tokenizer;
-  const tokenizer = await loadTokenizer(
-    await fetchVerified(at(tok["tokenizer.json"]), { ...tok["tokenizer.json"], kind: "tokenizer" }),
-    await fetchVerified(at(tok["tokenizer_config.json"]), { ...tok["tokenizer_config.json"], kind: "tokenizer" }),
-  );
+  const tokenizers = {};
+  for (const [folder, files] of Object.entries(manifest.tokenizers)) {
+    const [json, config] = await Promise.all(["tokenizer.json", "tokenizer_config.json"]
+      .map((name) => fetchVerified(at(files[name]), { ...files[name], kind: "tokenizer" })));
+    tokenizers[folder] = await loadTokenizer(json, config);
+  }
 
   onProgress({ phase: "scheduler" });
   const schedulers = {};
@@ -209,5 +252,6 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
     throw err;
   }
   onProgress({ phase: "ready" });
-  return new StableDiffusion({ handle, manifest, libraries, vms, params, tokenizer, schedulers });
+  const Pipeline = pipelineClass(manifest.family);
+  return new Pipeline({ handle, manifest, libraries, vms, params, tokenizers, schedulers });
 }

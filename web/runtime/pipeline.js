@@ -1,30 +1,42 @@
-// Text to image on WebGPU: tokenizer -> clip -> scheduler loop (unet + lincomb) -> vae -> RGBA.
+// Text to image on WebGPU: tokenizers -> text encoders -> scheduler loop (unet + lincomb) -> vae -> RGBA.
 // The JavaScript twin of stages/lib/cpu_pipeline.py; the compiled functions are listed in docs/DESIGN.md.
+//
+// One class per model family, picked by the manifest's `family` (PIPELINES, pipelineClass): the families share
+// the text encoders, the schedulers, the noise and the denoising loop, and differ only in what the UNet takes
+// beside the latents, the timestep and the guidance scale (`conditioning`). The UNet's inputs are passed in the
+// order its function record in the manifest lists them, by name.
 
-import { AbortedError, WebSDError } from "./errors.js";
+import { AbortedError, FormatError, WebSDError } from "./errors.js";
 import { gaussianNoise } from "./noise.js";
-import { createScheduler } from "./schedulers/index.js";
+import { ScheduleError, createScheduler } from "./schedulers/index.js";
 import { readTensor, toGPU } from "./tvm.js";
 
 const now = () => globalThis.performance.now();
 
+/** SD 1.5: one text encoder; the UNet takes its hidden states. */
 export class StableDiffusion {
   /**
    * @param handle     from instantiateLibrary()
-   * @param manifest   the variant's model.json
-   * @param libraries  { clip, unet, vae, sched }: the library each runs (chooseLibraries(): prefix, compute, ...)
-   * @param vms        { clip, unet, vae, sched } from openVM()
-   * @param params     { clip, unet, vae }: tensors in each function's parameter order
-   * @param tokenizer  from loadTokenizer()
-   * @param schedulers { pndm, dpm, euler }: parsed scheduler constant files
+   * @param manifest   the variant's model.json (checkManifest)
+   * @param libraries  {submodule: the library it runs} (chooseLibraries(): prefix, compute, ...)
+   * @param vms        {submodule: openVM()}
+   * @param params     {submodule: tensors in its function's parameter order}
+   * @param tokenizers {folder: loadTokenizer()}, the folders manifest.text_encoders[].tokenizer name
+   * @param schedulers {name: parsed scheduler constants}, the family's (manifest.schedulers)
    */
-  constructor({ handle, manifest, libraries = {}, vms, params, tokenizer, schedulers }) {
-    Object.assign(this, { handle, manifest, libraries, vms, params, tokenizer, schedulers });
+  constructor({ handle, manifest, libraries = {}, vms, params, tokenizers, schedulers }) {
+    Object.assign(this, { handle, manifest, libraries, vms, params, tokenizers, schedulers });
     this.busy = false;
   }
 
   get latentShape() {
     return this.manifest.latent_shape;
+  }
+
+  /** How much of `text` the text encoders read (tokenizer.js fit): the encoder that cuts it soonest. */
+  fit(text) {
+    const fits = this.manifest.text_encoders.map((e) => this.tokenizers[e.tokenizer].fit(text, e.max_length));
+    return fits.reduce((a, b) => (b.dropped.length > a.dropped.length ? b : a));
   }
 
   async _sync() {
@@ -51,17 +63,49 @@ export class StableDiffusion {
   }
 
   /**
-   * Generates one image. Options: prompt, negative, seed, steps, scheduler ("pndm" | "dpm" | "euler"),
-   * guidance; onStep({step, total, ms}) after each UNet step; previewEvery (0 = never) with
-   * onPreview({step, rgba, width, height}); signal (AbortSignal) checked between steps.
-   * Returns { rgba, width, height, timings: { clip, steps: [ms...], vae, total } }.
+   * Each text encoder's outputs over [negative; prompt], in manifest order: [hidden] or, for a pooled encoder,
+   * [hidden, pooled]. With zero_empty_negative, an empty negative prompt is zero embeddings (`keep` 0), as
+   * diffusers' SDXL pipeline does, not the encoding of "".
    */
-  async generate({ prompt, negative = "", seed = 0, steps = 20, scheduler = "dpm", guidance = 7.5,
-                   onStep, previewEvery = 0, onPreview, signal } = {}) {
+  _encode(prompt, negative) {
+    const h = this.handle;
+    const keep = Float32Array.of(negative === "" && this.manifest.zero_empty_negative ? 0 : 1, 1);
+    return this.manifest.text_encoders.map(({ submodule, tokenizer, pooled, max_length: length }) => {
+      const ids = this.tokenizers[tokenizer].encodePair(negative, prompt, length);
+      const out = this._run(submodule, submodule, toGPU(h, ids, [2, length]), toGPU(h, keep, [2]));
+      return pooled ? [out.get(0), out.get(1)] : [out]; // a pooled encoder returns a tuple (a tvmjs TVMArray)
+    });
+  }
+
+  /** What the UNet takes besides latents, timestep and guidance, by input name: each text encoder's hidden states,
+   * as `embeddings`, `embeddings_2`, ... in text_encoders order. */
+  conditioning(encoded) {
+    return Object.fromEntries(encoded.map(([hidden], i) => [i === 0 ? "embeddings" : `embeddings_${i + 1}`, hidden]));
+  }
+
+  /** The UNet's arguments in the order of its function record; a name nothing provides is a FormatError. */
+  _unetArgs(named) {
+    const { inputs } = this.manifest.submodules.unet.libraries.float32.functions.unet;
+    return inputs.map(({ name }) => {
+      if (!(name in named)) {
+        throw new FormatError(`the ${this.manifest.variant} UNet takes ${name}, which the ${this.manifest.family} pipeline ` +
+          `does not provide (it provides ${Object.keys(named).join(", ")}); rebuild the model or update the page`);
+      }
+      return named[name];
+    });
+  }
+
+  /**
+   * Generates one image. Options: prompt, negative, seed, steps, scheduler (one of manifest.schedulers; default
+   * manifest.default_scheduler), guidance; onStep({step, total, ms}) after each UNet step; previewEvery (0 = never)
+   * with onPreview({step, rgba, width, height}); signal (AbortSignal) checked between steps.
+   * Returns { rgba, width, height, timings: { clip, steps: [ms...], vae, total } } (clip: all text encoders).
+   */
+  async generate({ prompt, negative = "", seed = 0, steps = 20, scheduler = this.manifest.default_scheduler,
+                   guidance = 7.5, onStep, previewEvery = 0, onPreview, signal } = {}) {
     if (this.busy) throw new Error("a generation is already running");
-    const consts = this.schedulers[scheduler];
-    if (!consts) throw new Error(`unknown scheduler ${scheduler}; one of ${Object.keys(this.schedulers).join(", ")}`);
-    const sched = createScheduler(scheduler, consts, steps);
+    checkScheduler(this.manifest, scheduler);
+    const sched = createScheduler(scheduler, this.schedulers[scheduler], steps);
     const { tvm } = this.handle;
     const h = this.handle;
     this.busy = true;
@@ -70,8 +114,7 @@ export class StableDiffusion {
     tvm.beginScope();
     try {
       const start = now();
-      const ids = this.tokenizer.encodePair(negative, prompt);
-      const embeddings = this._run("clip", "clip", toGPU(h, ids, [2, ids.length / 2]));
+      const conditioning = this.conditioning(this._encode(prompt, negative));
       await this._sync();
       const clipMs = now() - start;
 
@@ -84,7 +127,7 @@ export class StableDiffusion {
         const t0 = now();
         const input = await sched.scaleModelInput(i, latents, this._lincomb);
         const timestep = toGPU(h, new Float32Array([sched.timestepExact(i)]), []);
-        const noisePred = this._run("unet", "unet", input, timestep, embeddings, scale);
+        const noisePred = this._run("unet", "unet", ...this._unetArgs({ latents: input, timestep, ...conditioning, guidance: scale }));
         latents = await sched.step(i, noisePred, latents, this._lincomb);
         await this._sync();
         stepMs.push(now() - t0);
@@ -107,4 +150,40 @@ export class StableDiffusion {
     for (const list of Object.values(this.params)) for (const t of list) t.dispose();
     for (const vm of Object.values(this.vms)) vm.dispose();
   }
+}
+
+/**
+ * SDXL: the UNet takes both encoders' hidden states, the second's pooled embedding (`text_embeds`) and the six
+ * time ids (original size, crop top-left, target size), the same for both rows: no crop, the compiled image size.
+ */
+export class StableDiffusionXL extends StableDiffusion {
+  conditioning(encoded) {
+    const index = this.manifest.text_encoders.findIndex((e) => e.pooled);
+    if (index < 0) throw new FormatError(`${this.manifest.variant}: an sdxl model needs a pooled text encoder; rebuild it`);
+    const [, pooled] = encoded[index];
+    const { height, width } = this.manifest.image;
+    const row = [height, width, 0, 0, height, width];
+    const timeIds = toGPU(this.handle, Float32Array.from([...row, ...row]), [2, row.length]);
+    return { ...super.conditioning(encoded), text_embeds: pooled, time_ids: timeIds };
+  }
+}
+
+/** A ScheduleError, listing the model's schedulers, when `name` is not one of them (the family decides which). */
+export function checkScheduler(manifest, name) {
+  if (!Object.hasOwn(manifest.schedulers, name)) {
+    throw new ScheduleError(`${manifest.variant} (${manifest.family}) has no scheduler ${JSON.stringify(name)}; ` +
+      `use one of ${Object.keys(manifest.schedulers).join(", ")}`);
+  }
+}
+
+/** Manifest `family` -> its pipeline class. A new family is a class here and a row in stages/lib/models.py. */
+export const PIPELINES = Object.freeze({ sd15: StableDiffusion, sdxl: StableDiffusionXL });
+
+/** The pipeline class of `family`, or a FormatError naming the families this runtime knows. */
+export function pipelineClass(family, where = "the model") {
+  if (!Object.hasOwn(PIPELINES, family)) {
+    throw new FormatError(`${where} is of family ${JSON.stringify(family)}, which this page cannot run; it runs ` +
+      `${Object.keys(PIPELINES).join(", ")}. Update the page, or pick another model.`);
+  }
+  return PIPELINES[family];
 }
