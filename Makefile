@@ -123,7 +123,7 @@ $(MODELS): %: $$(OUTPUTS_$$*) ## build a family: WEIGHTS=tiny|random|<diffusers 
 BUILD_GOALS := $(MODELS) reference generate
 ifneq ($(filter $(BUILD_GOALS),$(MAKECMDGOALS)),)
   ifeq ($(filter $(MODEL),$(MODELS)),)
-    $(error MODEL=$(MODEL) is not a model family; give one of: $(MODELS))
+    $(error MODEL=$(MODEL): unknown model '$(MODEL)'; known models: $(MODELS))
   endif
   ifeq ($(WEIGHTS),)
     $(error WEIGHTS is not set: give WEIGHTS=tiny (small test model), WEIGHTS=random (full size, random) or WEIGHTS=/path/to/a/diffusers/folder)

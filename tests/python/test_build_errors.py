@@ -83,13 +83,23 @@ def test_weights_folder_does_not_exist(tree, artifacts, tmp_path):
 def test_weights_folder_without_vae(tree, artifacts, weights_copy):
     subprocess.run(["rm", "-r", str(weights_copy / "vae")], check=True)
     result = run_make(MODEL, tree=tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
-    line = assert_one_line_error(result, f"WEIGHTS={weights_copy}", "lacks vae/")
-    assert "unet/" not in line.split("lacks")[1].split(":")[0], "names a folder that is there"
+    line = assert_one_line_error(result, f"WEIGHTS={weights_copy}", "lacks the folder(s) vae;")
+    assert "unet" not in line.split("lacks")[1].split(";")[0], "names a folder that is there"
     assert_nothing_in(artifacts)
     # A stage given the same folder says the same.
     stage = run_stage("trace", "--variant-dir", artifacts / MODEL, "--submodule", "vae", "--weights", weights_copy,
                       tree=tree)
-    assert_one_line_error(stage, "error: trace:", "lacks the folder(s) vae")
+    assert_one_line_error(stage, "error: trace:", "lacks the folder(s) vae;")
+    assert_nothing_in(artifacts)
+
+
+@pytest.mark.parametrize("missing", ["text_encoder_2", "tokenizer_2"])
+def test_sdxl_folder_without_its_second_text_encoder(tiny_build, tree, artifacts, tmp_path, missing):
+    weights = tmp_path / "sdxl"
+    subprocess.run(["cp", "-a", str(tiny_build.of("sdxl").weights), str(weights)], check=True)
+    subprocess.run(["rm", "-r", str(weights / missing)], check=True)
+    result = run_make("sdxl", tree=tree, WEIGHTS=weights, ARTIFACTS=artifacts)
+    assert_one_line_error(result, f"WEIGHTS={weights}", f"lacks the folder(s) {missing};")
     assert_nothing_in(artifacts)
 
 
@@ -112,18 +122,27 @@ def test_weights_path_with_spaces(tree, artifacts, weights_copy, tmp_path):
     assert_nothing_in(artifacts)
 
 
-def test_folder_of_another_family(tree, artifacts, weights_copy):
-    """An SDXL folder (model_index.json says so) given to make sd15: named, before anything starts; a stage
-    given it says the same."""
-    index = weights_copy / "model_index.json"
-    index.write_text(index.read_text().replace('"StableDiffusionPipeline"', '"StableDiffusionXLPipeline"'))
-    result = run_make(MODEL, tree=tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
-    assert_one_line_error(result, f"WEIGHTS={weights_copy} holds a SDXL model", "StableDiffusionXLPipeline",
-                          f"make {MODEL}")
+@pytest.mark.parametrize("given, target", [("sdxl", "sd15"), ("sd15", "sdxl")])
+def test_folder_of_another_family(tiny_build, tree, artifacts, tmp_path, given, target):
+    """An SDXL folder given to make sd15, or an SD 1.5 folder to make sdxl (model_index.json says which it
+    holds): named with the target to use, before anything starts; a stage given it says the same."""
+    weights = tmp_path / given
+    subprocess.run(["cp", "-a", str(tiny_build.of(given).weights), str(weights)], check=True)
+    result = run_make(target, tree=tree, WEIGHTS=weights, ARTIFACTS=artifacts)
+    assert_one_line_error(result, f"WEIGHTS={weights} holds a {given} model", f"not {target}",
+                          f"make {given} WEIGHTS={weights}")
     assert_nothing_in(artifacts)
-    stage = run_stage("trace", "--variant-dir", artifacts / MODEL, "--submodule", "unet", "--weights", weights_copy,
+    stage = run_stage("trace", "--variant-dir", artifacts / target, "--submodule", "unet", "--weights", weights,
                       tree=tree)
-    assert_one_line_error(stage, "error: trace:", "StableDiffusionXLPipeline")
+    assert_one_line_error(stage, "error: trace:", f"holds a {given} model", f"make {given}")
+
+
+def test_folder_of_a_family_not_built_here(tree, artifacts, weights_copy):
+    index = weights_copy / "model_index.json"
+    index.write_text(index.read_text().replace('"StableDiffusionPipeline"', '"StableDiffusion3Pipeline"'))
+    result = run_make(MODEL, tree=tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
+    assert_one_line_error(result, "holds a Stable Diffusion 3 model", "does not build", f"make {MODEL}")
+    assert_nothing_in(artifacts)
 
 
 def assert_only_the_scheduler_changed(before: dict, after: dict) -> None:
@@ -266,12 +285,11 @@ def test_make_unknown_model_goal(tree, artifacts):
 
 
 def test_make_reference_unknown_model(tree, artifacts, weights_copy, tmp_path):
+    """Refused when make reads the Makefile, with generated or given weights alike."""
     out = tmp_path / "ref.png"
-    generated = run_make("reference", tree=tree, MODEL="sd99", WEIGHTS="tiny", ARTIFACTS=artifacts, OUT=out)
-    assert_one_line_error(generated, "unknown model 'sd99'", "sd15")
-    folder = run_make("reference", tree=tree, MODEL="sd99", WEIGHTS=weights_copy, ARTIFACTS=artifacts,
-                      OUT=out)
-    assert_one_line_error(folder, "error: reference:", "unknown model 'sd99'", "sd15")
+    for weights in ("tiny", weights_copy):
+        result = run_make("reference", tree=tree, MODEL="sd99", WEIGHTS=weights, ARTIFACTS=artifacts, OUT=out)
+        assert_one_line_error(result, "unknown model 'sd99'", "sd15", "sdxl")
     assert_nothing_in(artifacts)
     assert not out.exists() and list(tmp_path.glob(".ref.png*")) == []
 
