@@ -3,7 +3,7 @@
     python stages/dump_params.py --variant-dir artifacts/sd15-tiny --submodule unet --weights DIR \
         [--storage-dtype float16|float32]
 
-Reads the diffusers safetensors lazily (one tensor at a time, never a whole model twice), maps every
+Reads the diffusers safetensors lazily (one tensor at a time, as the transform asks for it), maps every
 checkpoint tensor to a parameter of the traced function or to the submodule's declared unused list (anything
 else stops the build), applies the build-time parameter transform that `transform` lifted out, and writes the
 shards with an explicit encoding (tvmjs' default would silently store float32 as bfloat16). The cache's
@@ -37,47 +37,90 @@ CACHE_FORMAT = "websd-tensor-cache"
 SHARD_MB = 32
 
 
-def read_checkpoint(folder: Path, wanted: dict[str, dict], unused_prefixes, storage_dtype: str) -> dict:
-    """Returns {source name: numpy array} for `wanted`, in the traced dtype; every other tensor in the
-    checkpoint must be declared unused. Each must fit `storage_dtype` (checked here, where the message can
-    name the checkpoint tensor; the lifted transform renames what it computes)."""
-    import numpy as np
-    from safetensors import SafetensorError, safe_open
+class Checkpoint:
+    """The submodule's safetensors files, read one tensor at a time (`read(source)`), in the traced dtype and
+    checked: every tensor in the files must be wanted or declared unused, every wanted one present with its
+    traced shape (both from the headers, before any value is read), and each value must fit the storage dtype."""
 
-    found = {}
-    for path in safetensors_files(folder):
-        try:
-            with safe_open(path, framework="numpy") as f:
-                for key in f.keys():
+    def __init__(self, folder: Path, wanted: dict[str, dict], unused_prefixes, storage_dtype: str):
+        from safetensors import SafetensorError, safe_open
+
+        self.wanted, self.storage_dtype, self.files = wanted, storage_dtype, {}
+        for path in safetensors_files(folder):
+            try:
+                handle = safe_open(path, framework="numpy")
+                for key in handle.keys():
                     if key not in wanted:
                         if key.startswith(tuple(unused_prefixes)):
                             continue
                         raise StageError(f"{path}: tensor {key!r} is neither a parameter of the traced model nor "
                                          f"declared unused (stages/lib/models.py); is this checkpoint for this model?")
-                    spec = wanted[key]
-                    value = f.get_tensor(key)
-                    if list(value.shape) != spec["shape"]:
-                        raise StageError(f"{path}: {key} has shape {list(value.shape)}, the model's config "
-                                         f"expects {spec['shape']}; config.json and weights disagree")
-                    found[key] = np.ascontiguousarray(value.astype(spec["dtype"]))
-                    to_storage(found[key], storage_dtype, f"{path}: tensor {key!r}")
+                    shape = list(handle.get_slice(key).get_shape())
+                    if shape != wanted[key]["shape"]:
+                        raise StageError(f"{path}: {key} has shape {shape}, the model's config expects "
+                                         f"{wanted[key]['shape']}; config.json and weights disagree")
+                    self.files[key] = (path, handle)
+            except SafetensorError as err:
+                raise StageError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from None
+        missing = sorted(set(wanted) - set(self.files))
+        if missing:
+            raise StageError(f"{folder} lacks {len(missing)} weight(s) the model needs, e.g. {missing[0]!r}")
+
+    def read(self, key: str):
+        import numpy as np
+        from safetensors import SafetensorError
+
+        path, handle = self.files[key]
+        try:
+            value = np.ascontiguousarray(handle.get_tensor(key).astype(self.wanted[key]["dtype"]))
         except SafetensorError as err:
             raise StageError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from None
-    missing = sorted(set(wanted) - set(found))
-    if missing:
-        raise StageError(f"{folder} lacks {len(missing)} weight(s) the model needs, e.g. {missing[0]!r}")
-    return found
+        to_storage(value, self.storage_dtype, f"{path}: tensor {key!r}")
+        return value
 
 
-def transform_weights(transform_mod, name: str, source_params: list[dict], weights: dict):
-    """Runs `<name>_transform_params` on the CPU; returns its outputs in the compiled function's order."""
+def transform_weights(transform_mod, name: str, source_params: list[dict], checkpoint: Checkpoint, store) -> int:
+    """Runs `<name>_transform_params` on the CPU, streaming: TVM's LazyTransformParams makes it ask for each
+    checkpoint tensor when it first needs it (`get_item`) and hand over each result as soon as it is made
+    (`set_item`), freeing inputs after their last use; `store(index, numpy array)` takes each result (index in
+    the compiled function's order). So the full-size SDXL UNet (10 GB of float32) is never in memory whole.
+    Returns the number of results."""
     import tvm
+    import tvm.relax.op.vm  # noqa: F401  (LazyTransformParams emits relax.op.vm.kill_object; TVM 0.27 does not import it)
     from tvm import relax
 
-    executable = relax.build(tvm.IRModule({name: transform_mod[name]}), tvm.target.Target({"kind": "llvm"}))
-    vm = relax.VirtualMachine(executable, tvm.cpu())
-    inputs = [tvm.runtime.tensor(weights.pop(p["source"])) for p in source_params]
-    return [out.numpy() for out in vm[name](inputs)]
+    T = relax.transform
+    lazy = tvm.transform.Sequential([T.ToNonDataflow(), T.RemovePurityChecking(), T.LazyTransformParams()])(
+        tvm.IRModule({name: transform_mod[name]}))
+    count, failures = 0, []
+
+    def get_item(index):
+        try:
+            return tvm.runtime.tensor(checkpoint.read(source_params[index]["source"]))
+        except StageError as err:  # it reaches the caller through TVM's FFI as some other error
+            failures.append(err)
+            raise
+
+    def set_item(index, value):
+        nonlocal count
+        try:
+            store(int(index), value.numpy())
+        except StageError as err:
+            failures.append(err)
+            raise
+        count += 1
+
+    tvm.register_global_func("get_item", get_item, override=True)
+    tvm.register_global_func("set_item", set_item, override=True)
+    # (after registering them: the VM looks its packed functions up when it loads)
+    executable = relax.build(lazy, tvm.target.Target({"kind": "llvm"}))
+    try:
+        relax.VirtualMachine(executable, tvm.cpu())[name]()
+    except Exception:
+        if failures:
+            raise failures[0] from None
+        raise
+    return count
 
 
 def main():
@@ -98,19 +141,23 @@ def main():
     sources = {p["source"]: p for p in fmeta["source_params"]}
     # Unused: what the table declares (stages/lib/models.py) and what trace found the function never reads.
     unused = tuple(sub.unused_prefixes) + tuple(fmeta.get("unused_sources", []))
-    weights = read_checkpoint(args.weights / sub.folder, sources, unused, args.storage_dtype)
-    values = transform_weights(transform_mod, fmeta["transform"], fmeta["source_params"], weights)
+    checkpoint = Checkpoint(args.weights / sub.folder, sources, unused, args.storage_dtype)
 
     names = []
     for i, p in enumerate(fmeta["params"]):
         names.append(p["name"] if p["name"] not in names else f"{p['name']}_{i}")
-    for p, v in zip(fmeta["params"], values):
-        assert list(v.shape) == p["shape"] and str(v.dtype) == p["dtype"], (p, v.shape, v.dtype)
-    # In place, one tensor at a time: the float32 copy goes as its narrowed one comes (the full-size UNet's
-    # dump is this stage's memory peak). The transform only moves values today (transposes, reshapes), so the
-    # range check above already passed; this one guards a transform that computes.
-    for i, name in enumerate(names):
-        values[i] = to_storage(values[i], args.storage_dtype, f"{sub.name} parameter {name}")
+    values = [None] * len(names)
+
+    def store(index, value):
+        # Narrowed as it comes, so only the stored form is kept. The transform only moves values today
+        # (transposes, reshapes), so the check in Checkpoint.read already passed; this one guards a transform
+        # that computes.
+        p = fmeta["params"][index]
+        assert list(value.shape) == p["shape"] and str(value.dtype) == p["dtype"], (p, value.shape, value.dtype)
+        values[index] = to_storage(value, args.storage_dtype, f"{sub.name} parameter {names[index]}")
+
+    made = transform_weights(transform_mod, fmeta["transform"], fmeta["source_params"], checkpoint, store)
+    assert made == len(names) and all(v is not None for v in values), (made, len(names))
 
     with dir_if_changed(paths.params_dir) as tmp:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints progress lines of its own

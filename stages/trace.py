@@ -3,13 +3,15 @@
     python stages/trace.py --variant-dir artifacts/sd15-tiny --submodule unet --weights artifacts/sd15-tiny/weights
 
 Exports each of the submodule's wrapper functions (stages/lib/submodules/) with torch.export and imports it
-with TVM's ExportedProgram frontend. Only the configuration is read here: the module is built with
-throw-away weights, so new weights with the same architecture do not re-trace. The parameter list of each
+with TVM's ExportedProgram frontend. Only the configuration is read here: the module is built with its weights
+on the meta device (shapes only, no memory), so new weights with the same architecture do not re-trace and a
+full-size SDXL UNet traces in a few GB. The parameter list of each
 function (Relax name -> checkpoint tensor name, shape, dtype) goes into the file's metadata for dump-params.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
@@ -32,9 +34,21 @@ def trace_entry(entry):
     # user's to act on, and noise beside a real error of a parallel build.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        # All on the meta device for the export (meta weights cannot meet real inputs); the buffers' values (CLIP's
+        # position ids) become constants of the module, so they go back into the program before it is imported.
+        buffers = dict(entry.module.named_buffers())
+        module = entry.module.to("meta")
         with torch.no_grad(), plain_attention():
-            program = torch.export.export(entry.module, entry.example_inputs)
-        mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True)
+            program = torch.export.export(module, tuple(x.to("meta") for x in entry.example_inputs))
+            # (what the importer would run first, but with the real buffers back it would meet meta weights)
+            program = program.run_decompositions()
+        for spec in program.graph_signature.input_specs:
+            if spec.kind.name == "BUFFER":
+                store = program.state_dict if spec.target in program.state_dict else program.constants
+                store[spec.target] = buffers[spec.target]
+        with importable_meta_weights():
+            mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True,
+                                        run_ep_decomposition=False)
     # Non-persistent buffers (CLIP's position_ids) are in no checkpoint; the frontend makes them constants.
     state = program.state_dict
     constants = {spec.arg.name for spec in program.graph_signature.input_specs
@@ -69,6 +83,31 @@ def trace_entry(entry):
     outputs = [{"shape": [int(d) for d in node.meta["val"].shape], "dtype": str(node.meta["val"].dtype).replace("torch.", "")}
                for node in results]
     return func, {"inputs": inputs, "outputs": outputs, "params": params, "unused_sources": unused}
+
+
+@contextlib.contextmanager
+def importable_meta_weights():
+    """The weights are built on the meta device (shapes, no values: accelerate's init_empty_weights in main), so
+    full-size models trace in little memory. TVM's importer copies every weight into an attribute of the function,
+    which this stage drops anyway (weights travel through dump-params); for a meta tensor it gets an empty
+    placeholder instead of failing on "no data". (Buffers are real: init_empty_weights leaves them alone, and
+    they become constants.)"""
+    import numpy as np
+    import tvm
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter as Importer
+
+    original = Importer.__dict__["_convert_pytorch_tensor_to_tvm"]
+
+    def convert(tensor):
+        if tensor.is_meta:
+            return tvm.runtime.tensor(np.zeros(0, dtype=np.float32))
+        return original.__func__(tensor)
+
+    Importer._convert_pytorch_tensor_to_tvm = staticmethod(convert)
+    try:
+        yield
+    finally:
+        Importer._convert_pytorch_tensor_to_tvm = original
 
 
 def drop_unused_weights(mod, num_inputs: int):
@@ -125,8 +164,11 @@ def main():
     start = time.time()
     functions, meta = {}, {"family": fam.name, "submodule": sub.name, "functions": {}}
     config = args.weights / sub.config_folder / "config.json"
+    from accelerate import init_empty_weights
+
     try:
-        entries = load_entries(fam, sub, args.weights)
+        with init_empty_weights():
+            entries = load_entries(fam, sub, args.weights)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         # read_config has checked the JSON; this is a setting the model classes refuse or miss.
         raise StageError(f"{config} does not describe a {sub.name} diffusers can build ({type(err).__name__}: "

@@ -73,7 +73,7 @@ def test_float16_shards_are_half_of_float32_and_hold_its_values_rounded(tiny_bui
     ids = np.random.default_rng(1).integers(0, model.config.vocab_size, size=(2, 77), dtype=np.int32)
     with torch.no_grad():
         ref = model(torch.from_numpy(ids).long()).last_hidden_state.numpy()
-    assert relative_error(compiled("clip", ids), ref) <= 1e-4
+    assert relative_error(compiled("clip", ids, np.ones(2, np.float32)), ref) <= 1e-4
 
     # Back to the default: dump-params reruns and writes what the session build holds, byte for byte.
     back = build.make(MODEL)
