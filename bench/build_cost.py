@@ -1,10 +1,11 @@
-"""Build cost: wall time and peak memory of every stage `make sd15` runs, and the size of what it writes.
+"""Build cost: wall time and peak memory of every stage `make <model>` runs, and the size of what it writes.
 
-    .venv/bin/python bench/build_cost.py                         # WEIGHTS=random (full size) in a temporary folder
+    .venv/bin/python bench/build_cost.py                         # SD 1.5, WEIGHTS=random (full size), temporary folder
+    .venv/bin/python bench/build_cost.py --model sdxl --targets webgpu --jobs 1 --json sdxl-cost.json
     .venv/bin/python bench/build_cost.py --weights tiny          # quick sanity run of this script (a few minutes)
     .venv/bin/python bench/build_cost.py --artifacts DIR --keep --json cost.json
 
-Runs `make sd15 WEIGHTS=<weights> ARTIFACTS=<dir>` once, from scratch, with make's PY pointed at this script's
+Runs `make <model> WEIGHTS=<weights> ARTIFACTS=<dir> TARGETS=<targets> JOBS=<jobs>` once, from scratch, with make's PY pointed at this script's
 --measure mode: every stage command make runs (`$(PY) stages/<stage>.py ...`) goes through it, which runs the
 stage, waits for it and appends one JSON line (stage, submodule, wall time, peak RSS, CPU time) to a log.
 Peak RSS is getrusage(RUSAGE_CHILDREN).ru_maxrss in the measuring process: the largest resident set of the
@@ -29,16 +30,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PY = ROOT / ".venv" / "bin" / "python"
-MODEL = "sd15"
-SUBMODULES = ("clip", "unet", "vae", "sched")
+sys.path.insert(0, str(ROOT / "stages"))
+from lib.models import FAMILIES  # noqa: E402  (the family table: which submodules and files to report)
+
 # Per-submodule files, in build order: (column title, path under artifacts/<variant>/<submodule>/).
 SUBMODULE_FILES = (("traced", "traced.v1.json"), ("lowered", "lowered.v1.json"),
                    ("scheduled", "scheduled.webgpu.v1.json"), ("lib.webgpu", "lib.webgpu.v1.tar"),
                    ("lib.cpu", "lib.cpu.v1.so"), ("params", "params.v1"))
-VARIANT_FILES = ("stable_diffusion_webgpu.wasm", "model.json", "scheduler.v1", "tokenizer.v1", "weights")
+VARIANT_FILES = ("model.json", "scheduler.v1", "tokenizer.v1", "weights")
 # The Makefile reads these with ?=; inherited from the caller's shell they would change the build measured.
 MAKE_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "WEIGHTS", "MODEL", "VARIANT", "ARTIFACTS",
-            "TUNING", "PY", "V")
+            "TUNING", "PY", "V", "TARGETS", "JOBS")
 MIB = 2**20
 
 
@@ -84,7 +86,7 @@ def mib(n: int | None) -> str:
     return "-" if n is None else f"{n / MIB:.1f}"
 
 
-def report(records: list[dict], make_wall: float, variant: Path) -> dict:
+def report(records: list[dict], make_wall: float, variant: Path, fam) -> dict:
     print(f"\n{'stage':<16}{'submodule':<11}{'target':<8}{'wall s':>9}{'peak RSS MiB':>14}{'CPU s':>9}")
     for r in records:
         print(f"{r['stage']:<16}{r['submodule']:<11}{r['target']:<8}{r['wall_s']:>9.1f}{r['peak_rss_mib']:>14.0f}"
@@ -101,11 +103,12 @@ def report(records: list[dict], make_wall: float, variant: Path) -> dict:
     ranked = sorted(by_stage.items(), key=lambda item: -sum(item[1]))
     print("per stage: " + ", ".join(f"{stage} {sum(walls):.1f} s" for stage, walls in ranked))
 
-    sizes = {sub: {title: size(variant / sub / rel) for title, rel in SUBMODULE_FILES} for sub in SUBMODULES}
+    submodules = [s.name for s in fam.submodules]
+    sizes = {sub: {title: size(variant / sub / rel) for title, rel in SUBMODULE_FILES} for sub in submodules}
     print(f"\n{'outputs, MiB':<12}" + "".join(f"{title:>12}" for title, _ in SUBMODULE_FILES))
-    for sub in SUBMODULES:
+    for sub in submodules:
         print(f"{sub:<12}" + "".join(f"{mib(sizes[sub][title]):>12}" for title, _ in SUBMODULE_FILES))
-    per_variant = {name: size(variant / name) for name in VARIANT_FILES}
+    per_variant = {name: size(variant / name) for name in (fam.wasm_name, *VARIANT_FILES)}
     print("variant: " + ", ".join(f"{name} {mib(n)}" for name, n in per_variant.items()))
     whole = size(variant)
     manifest = variant / "model.json"
@@ -122,6 +125,10 @@ def main() -> int:
         return measure(log, rest[1:] if rest[:1] == ["--"] else rest)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sd15", choices=list(FAMILIES), help="the family to build (default sd15)")
+    parser.add_argument("--targets", default="webgpu cpu", help='TARGETS (default "webgpu cpu")')
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="JOBS: parallel stages (default 1, so each stage's peak is its own)")
     parser.add_argument("--weights", default="random",
                         help="random (full size, the default), tiny (quick sanity run) or a diffusers folder")
     parser.add_argument("--artifacts", type=Path,
@@ -137,13 +144,15 @@ def main() -> int:
         parser.error(f"--artifacts {artifacts} is not empty; the cost of a build is measured from scratch")
     artifacts.mkdir(parents=True, exist_ok=True)
     log = artifacts / "build-cost.jsonl"
-    variables = {"WEIGHTS": args.weights, "ARTIFACTS": str(artifacts),
+    model, fam = args.model, FAMILIES[args.model]
+    variables = {"WEIGHTS": args.weights, "ARTIFACTS": str(artifacts), "TARGETS": args.targets, "JOBS": str(args.jobs),
                  "PY": f"{py} {Path(__file__).resolve()} --measure {log} -- {py}"}
     if args.tuning:
         variables["TUNING"] = str(args.tuning.resolve())
-    cmd = ["make", "--no-print-directory", MODEL, *(f"{k}={v}" for k, v in variables.items())]
+    cmd = ["make", "--no-print-directory", model, *(f"{k}={v}" for k, v in variables.items())]
     env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV}
-    print(f"build_cost: make {MODEL} WEIGHTS={args.weights} ARTIFACTS={artifacts}", flush=True)
+    print(f"build_cost: make {model} WEIGHTS={args.weights} ARTIFACTS={artifacts} TARGETS=\"{args.targets}\" "
+          f"JOBS={args.jobs}", flush=True)
     try:
         start = time.perf_counter()
         returncode = subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
@@ -151,10 +160,11 @@ def main() -> int:
         records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         if returncode != 0:
             print(f"build_cost: make failed (exit {returncode}); measured so far:", file=sys.stderr)
-        variant = next((p for p in artifacts.iterdir() if p.is_dir() and p.name.startswith(MODEL)), artifacts / MODEL)
-        result = report(records, make_wall, variant)
+        variant = next((p for p in artifacts.iterdir() if p.is_dir() and p.name.startswith(model)), artifacts / model)
+        result = report(records, make_wall, variant, fam)
         if args.json:
-            args.json.write_text(json.dumps({"weights": args.weights, "returncode": returncode, **result}, indent=1))
+            args.json.write_text(json.dumps({"model": model, "weights": args.weights, "targets": args.targets,
+                                             "jobs": args.jobs, "returncode": returncode, **result}, indent=1))
         return returncode
     finally:
         if args.keep or args.artifacts:

@@ -34,24 +34,31 @@ PIPELINE_OPTIONS = {
 
 
 def generate(fam, size: str, out: Path) -> None:
+    """One part at a time: each model is made, saved and freed before the next (full-size SDXL's UNet alone is
+    5 GB in float16), and model_index.json comes from a pipeline of the same parts with empty (meta) weights."""
     import diffusers
     import torch
+    from accelerate import init_empty_weights
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from lib.clip_vocab import EOS, write_clip_tokenizer
 
     configs = fam.generated_configs[size]
-    torch.manual_seed(SEED)
-    parts = {}
-    for sub in fam.submodules:
-        config = configs.get(sub.name)
+    dtype = getattr(torch, fam.generated_dtypes.get(size, "float32"))
+
+    def make(sub):
+        config = configs[sub.name]
         if sub.kind == "unet":
-            parts[sub.folder] = diffusers.UNet2DConditionModel(**config)
-        elif sub.kind == "vae":
-            parts[sub.folder] = diffusers.AutoencoderKL(**config)
-        elif sub.kind == "text_encoder":
-            model_class = CLIPTextModelWithProjection if sub.pooled else CLIPTextModel
-            parts[sub.folder] = model_class(CLIPTextConfig(**config))
+            return diffusers.UNet2DConditionModel(**config)
+        if sub.kind == "vae":
+            return diffusers.AutoencoderKL(**config)
+        model_class = CLIPTextModelWithProjection if sub.pooled else CLIPTextModel
+        return model_class(CLIPTextConfig(**config))
+
+    weighted = [sub for sub in fam.submodules if sub.folder]
+    parts = {}
+    with init_empty_weights():
+        parts.update((sub.folder, make(sub)) for sub in weighted)
     scheduler_config = configs["scheduler"]
     parts["scheduler"] = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
     with tempfile.TemporaryDirectory() as vocab_dir:
@@ -59,11 +66,22 @@ def generate(fam, size: str, out: Path) -> None:
             write_clip_tokenizer(Path(vocab_dir) / folder, pad_token=PAD_TOKENS.get(folder, EOS))
             parts[folder] = CLIPTokenizer.from_pretrained(Path(vocab_dir) / folder)
     pipe = getattr(diffusers, fam.pipeline_class)(**parts, **PIPELINE_OPTIONS[fam.pipeline_class])
-    pipe.save_pretrained(out, safe_serialization=True)
-    # Write the tokenizers as released folders hold them (vocab.json + merges.txt), not in the tokenizer.json
-    # form transformers 5 saves, so generated and real weights take the same path.
+    pipe.save_config(out)  # model_index.json only
+    parts["scheduler"].save_pretrained(out / "scheduler")
+    for i, sub in enumerate(weighted):
+        torch.manual_seed(SEED + i)
+        # Made in its dtype (not made in float32 and cast: the float32 copy is the memory peak).
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            model = make(sub)
+        finally:
+            torch.set_default_dtype(default)
+        model.save_pretrained(out / sub.folder, safe_serialization=True)
+        del model
+    # The tokenizers as released folders hold them (vocab.json + merges.txt), not in the tokenizer.json form
+    # transformers 5 saves, so generated and real weights take the same path.
     for folder in fam.tokenizer_folders:
-        shutil.rmtree(out / folder)
         write_clip_tokenizer(out / folder, pad_token=PAD_TOKENS.get(folder, EOS))
 
 

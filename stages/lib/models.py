@@ -57,8 +57,10 @@ class Family:
     # An empty negative prompt gives zero text embeddings (diffusers' force_zeros_for_empty_prompt, which SDXL
     # sets) rather than the encoding of "".
     zero_empty_negative: bool = False
-    # Configurations for WEIGHTS=tiny (small, same architecture) and WEIGHTS=random (full size).
+    # Configurations for WEIGHTS=tiny (small, same architecture) and WEIGHTS=random (full size), and the dtype
+    # each is generated in where not float32.
     generated_configs: dict = field(default_factory=dict)
+    generated_dtypes: dict = field(default_factory=dict)
 
     @property
     def tokenizer_folders(self) -> tuple[str, ...]:
@@ -218,6 +220,9 @@ SDXL = Family(
                      scheduler=_SDXL_SCHEDULER),
         "random": dict(unet=_SDXL_UNET, vae=_SDXL_VAE, clip=_SDXL_CLIP, clip2=_SDXL_CLIP2, scheduler=_SDXL_SCHEDULER),
     },
+    # Full size in float16, as SDXL's releases also ship it (their fp16 variant): 7 GB on disk, not 14, and the
+    # generation fits this project's 24 GB build machine.
+    generated_dtypes={"random": "float16"},
 )
 
 FAMILIES = {f.name: f for f in (SD15, SDXL)}
