@@ -1,7 +1,7 @@
 """site: assemble the static web site from web/, node_modules and built model variants. Builds nothing.
 
     python deploy/assemble_site.py --config web/local-config.json --out build/site [--artifacts artifacts]
-        [--models sd15,sd15-tiny]
+        [--models "sd15-tiny sdxl-tiny"]
 
 Layout written (every path relative, so the folder works at / and under https://<user>.github.io/<repo>/):
 
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FORMAT = "websd-site-config"
 CONFIG_VERSION = 1
 MANIFEST_FORMAT = "websd-model"
+MANIFEST_VERSION = 3  # the version web/runtime/load.js reads (MANIFEST_VERSION there)
 
 # Bare module specifiers used by web/runtime -> the file (in node_modules) that serves them in the browser.
 VENDOR = {
@@ -85,7 +86,11 @@ def variant_files(variant_dir: Path) -> tuple[dict, list[dict]]:
     manifest = read_json(variant_dir / "model.json", "model manifest")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise SiteError(f"{variant_dir}/model.json is not a {MANIFEST_FORMAT} manifest")
-    files = [manifest["wasm"], *manifest["tokenizer"].values(), *manifest["schedulers"].values()]
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise SiteError(f"{variant_dir}/model.json is version {manifest.get('version')}, the page reads {MANIFEST_VERSION}; "
+                        f"rebuild it with `make {manifest.get('family', 'sd15')} WEIGHTS=...`")
+    files = [manifest["wasm"], *(rec for folder in manifest["tokenizers"].values() for rec in folder.values()),
+             *manifest["schedulers"].values()]
     for sub in manifest["submodules"].values():
         if "params" not in sub:
             continue
@@ -154,12 +159,13 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "site")
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
     parser.add_argument("--node-modules", type=Path, default=ROOT / "node_modules")
-    parser.add_argument("--models", default="", help="comma-separated model ids to keep (default: every one that is built)")
+    parser.add_argument("--models", default="",
+                        help="model ids to keep, separated by spaces or commas (default: every one that is built)")
     args = parser.parse_args()
 
     config = read_json(args.config, "site config")
     check_config(config, args.config)
-    wanted = {m for m in args.models.split(",") if m}
+    wanted = set(re.split(r"[\s,]+", args.models.strip())) - {""}
     unknown = wanted - {m["id"] for m in config["models"]}
     if unknown:
         raise SiteError(f"--models names {', '.join(sorted(unknown))}, not in {args.config}")

@@ -11,7 +11,9 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { announceLargeModels, launchBrowser, modelRequests, openPage, pageText, screenshot, startServer, waitForState } from "./harness.mjs";
+import {
+  announceLargeModels, launchBrowser, modelDownloads, modelRequests, openPage, pageText, screenshot, startServer, waitForState,
+} from "./harness.mjs";
 
 let server, browser;
 
@@ -122,9 +124,11 @@ test("a large model waits for a click before downloading; the click starts it", 
   await page.goto(`${server.url}?model=sd15-tiny&autorun=1`); // not even autorun downloads gigabytes unasked
   assert.equal(await waitForState(page, ["idle", "ready", "error"], 30_000), "idle");
   assert.match(await page.textContent("#status-text"), /4\.0 GB to download/);
+  // What it takes, from its manifest, before the download: image size, download, the largest GPU buffer.
+  assert.match(await page.textContent("#model-info"), /^128×128 images · 4\.0 GB to download · GPU buffers up to 12 MB \(this GPU allows [\d.]+ [MG]B\)$/);
   assert.equal(await page.textContent("#generate"), "Download and generate");
   assert.equal(await page.isEnabled("#generate"), true);
-  assert.deepEqual(modelRequests(requests), [], "nothing downloaded before the click");
+  assert.deepEqual(modelDownloads(requests), [], "nothing but the manifest before the click");
   await screenshot(page, "11-idle-large-model");
   await page.evaluate(() => window.websd.load());
   assert.equal(await page.evaluate(() => document.body.dataset.state), "ready");

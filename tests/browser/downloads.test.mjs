@@ -130,7 +130,8 @@ test("a second visit downloads nothing but the manifest; corrupt or truncated ca
   await page.reload();
   assert.equal(await waitForState(page, ["ready", "error"]), "ready", JSON.stringify(await pageText(page)));
   const second = modelRequests(requests.slice(before));
-  assert.deepEqual([...second].sort(), ["model.json", CORRUPT, TRUNCATED].sort(), "only the manifest and the damaged files");
+  // The manifest twice: read to describe the model (sizes, schedulers, GPU needs), then by the load, afresh.
+  assert.deepEqual([...second].sort(), ["model.json", "model.json", CORRUPT, TRUNCATED].sort(), "only the manifest and the damaged files");
 
   // The cache now holds intact copies again.
   const records = { [CORRUPT]: null, [TRUNCATED]: manifest.wasm };

@@ -4,12 +4,13 @@
 //   make test-browser        (assembles build/test-site with the tiny model, then runs tests/browser/*.test.mjs)
 //
 // TEST_SITE names the assembled site (default build/test-site), TEST_ARTIFACTS the build it holds (default
-// build/test-artifacts: `make test-build`), whose weights the PyTorch reference reads. Screenshots and images go
+// build/test-artifacts: `make test-build`), whose weights the PyTorch reference reads. The site holds the tiny
+// SD 1.5 (MODEL) and the tiny SDXL (sdxl.test.mjs). Screenshots and images go
 // to test-results/browser/ (git-ignored).
 
 import { execFile, spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -87,7 +88,12 @@ export async function announceLargeModels(context) {
 }
 
 /** Requests for model files (paths under models/<variant>/), as paths relative to the variant folder. */
-export const modelRequests = (requests) => requests.filter((p) => p.startsWith(MODEL_DIR)).map((p) => p.slice(MODEL_DIR.length));
+export const modelRequests = (requests, variant = MODEL) =>
+  requests.filter((p) => p.startsWith(`models/${variant}/`)).map((p) => p.slice(`models/${variant}/`.length));
+
+/** Model files downloaded: every request of modelRequests but the manifest, which the page reads to describe the
+ * model (its size, schedulers, image size, GPU needs) before asking to download anything. */
+export const modelDownloads = (requests, variant = MODEL) => modelRequests(requests, variant).filter((p) => p !== "model.json");
 
 export async function waitForState(page, states, timeout = 240_000) {
   const wanted = [].concat(states);
@@ -126,10 +132,12 @@ export async function resultPNG(page) {
 const run = promisify(execFile);
 const PY = path.join(ROOT, ".venv/bin/python");
 
-/** stages/reference.py (PyTorch/diffusers on the CPU) with the same settings; returns the PNG path. */
-export async function reference(s, name) {
+/** stages/reference.py (PyTorch/diffusers on the CPU) with the same settings, for the family of `variant` (a
+ * folder of TEST_ARTIFACTS); returns the PNG path. */
+export async function reference(s, name, variant = MODEL) {
   const out = path.join(RESULTS, `${name}.png`);
-  await run(PY, [path.join(ROOT, "stages/reference.py"), "--model", "sd15", "--weights", path.join(ARTIFACTS, MODEL, "weights"),
+  const { family } = JSON.parse(await readFile(path.join(ARTIFACTS, variant, "model.json"), "utf8"));
+  await run(PY, [path.join(ROOT, "stages/reference.py"), "--model", family, "--weights", path.join(ARTIFACTS, variant, "weights"),
     "--prompt", s.prompt, "--negative", s.negative, "--seed", String(s.seed), "--steps", String(s.steps),
     "--scheduler", s.scheduler, "--guidance", String(s.guidance), "--out", out], { cwd: ROOT, maxBuffer: 1 << 24 });
   return out;

@@ -3,20 +3,30 @@
 //      each page ends usable (idle with Generate enabled, the unusable values replaced and named in a notice)
 //      or with an error card, within seconds; no dialog opens, no request leaves the site, no page error.
 //      The model is announced as a large download, so no case downloads anything.
+//      A scheduler is usable when the link's model (or the site's default model) offers it: the models and their
+//      schedulers are read from the assembled site's config and manifests.
 //   2. the case that used to stick for good: autorun=1 with a negative step count
 //
 //   make test-browser     (or: node --test tests/browser/settings.test.mjs, after assembling build/test-site)
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { announceLargeModels, launchBrowser, modelRequests, openPage, pageText, screenshot, startServer, waitForState } from "./harness.mjs";
+import {
+  SITE, announceLargeModels, launchBrowser, modelDownloads, openPage, pageText, screenshot, startServer, waitForState,
+} from "./harness.mjs";
 
 const CASES = 200;
 const SEED = 20261130;
-const SCHEDULERS = ["pndm", "dpm", "euler"];
 const PREVIEWS = ["auto", "0", "1", "2", "5", "10"];
-const MODELS = ["sd15-tiny"];
+const siteFile = (name) => JSON.parse(readFileSync(path.join(SITE, name), "utf8"));
+const CONFIG = siteFile("stable-diffusion-config.json");
+const MODELS = CONFIG.models.map((m) => m.id);
+// {model id: its schedulers}, as its manifest lists them
+const SCHEDULERS = Object.fromEntries(CONFIG.models.map((m) => [m.id, Object.keys(siteFile(m.model_url).schedulers)]));
+const ALL_SCHEDULERS = [...new Set(Object.values(SCHEDULERS).flat())];
 
 let server, browser;
 
@@ -52,7 +62,7 @@ const POOLS = {
   seed: NUMBERS,
   steps: NUMBERS,
   guidance: NUMBERS,
-  scheduler: [...SCHEDULERS, "", "DPM", "ddim", "lms", "<b>", "euler "],
+  scheduler: [...ALL_SCHEDULERS, "", "DPM", "ddim", "lms", "<b>", "euler "],
   preview: [...PREVIEWS, "", "3", "-1", "every"],
   model: [...MODELS, "", "nope", "../../etc/passwd", "SD15-TINY", "https://example.com/model.json"],
   autorun: ["1", "0", "", "true"],
@@ -71,7 +81,8 @@ const USABLE = {
   seed: (v) => Number.isSafeInteger(number(v)) && number(v) >= 0,
   steps: (v) => Number.isInteger(number(v)) && number(v) >= 1 && number(v) <= 50,
   guidance: (v) => Number.isFinite(number(v)) && number(v) >= 1 && number(v) <= 30,
-  scheduler: (v) => SCHEDULERS.includes(v),
+  // among those of the model the page shows: the link's, or the site's default
+  scheduler: (v, query) => SCHEDULERS[MODELS.includes(query.model) ? query.model : CONFIG.default_model].includes(v),
   preview: (v) => PREVIEWS.includes(v),
   model: (v) => MODELS.includes(v),
 };
@@ -102,13 +113,13 @@ test(`${CASES} generated sets of URL settings: each page ends usable or with an 
     }
     assert.equal(await page.isEnabled("#generate"), true, `${what}: Generate is disabled in state ${state}`);
     const notices = await page.$$eval("#notices li", (items) => items.map((li) => li.textContent));
-    const unusable = Object.keys(USABLE).filter((key) => key in query && !USABLE[key](query[key])).sort();
+    const unusable = Object.keys(USABLE).filter((key) => key in query && !USABLE[key](query[key], query)).sort();
     const noticed = notices.map((n) => n.split("=")[0]).sort();
     assert.deepEqual(noticed, unusable, `${what}: notices ${JSON.stringify(notices)}`);
     // Usable values reach the form as given; the address bar no longer holds the unusable ones.
     const form = await page.evaluate(() => window.websd.settings);
     for (const key of ["steps", "guidance", "seed"]) if (key in query && USABLE[key](query[key])) assert.ok(form[key] === number(query[key]), `${what}: ${key} is ${form[key]}`);
-    for (const key of ["scheduler", "preview", "model"]) if (key in query && USABLE[key](query[key])) assert.equal(form[key], query[key], `${what}: ${key}`);
+    for (const key of ["scheduler", "preview", "model"]) if (key in query && USABLE[key](query[key], query)) assert.equal(form[key], query[key], `${what}: ${key}`);
     if (unusable.length) {
       const address = new URL(page.url()).searchParams;
       for (const key of unusable) if (key !== "model") assert.notEqual(address.get(key), query[key], `${what}: the address bar keeps ${key}`);
@@ -117,7 +128,7 @@ test(`${CASES} generated sets of URL settings: each page ends usable or with an 
   assert.deepEqual(dialogs, [], "a dialog opened");
   assert.deepEqual(foreign, [], "a request left the site");
   assert.deepEqual(errors, [], "page errors");
-  assert.deepEqual(modelRequests(session.requests), [], "a model file was downloaded");
+  for (const model of MODELS) assert.deepEqual(modelDownloads(session.requests, model), [], `a file of ${model} was downloaded`);
   console.log(`settings cases: ${JSON.stringify(states)}`);
   await context.close();
 });

@@ -12,7 +12,9 @@ const CONFIG_URL = "stable-diffusion-config.json";
 const CONFIG_FORMAT = "websd-site-config";
 const CONFIG_VERSION = 1;
 const AUTO_LOAD_BYTES = 256 * 2 ** 20; // larger models wait for a click before downloading
-const DEFAULTS = { prompt: "", negative: "", seed: null, steps: 20, scheduler: "dpm", guidance: 7.5, preview: "auto", model: "" };
+// (The scheduler's default is the model's: its manifest's default_scheduler.)
+const DEFAULTS = { prompt: "", negative: "", seed: null, steps: 20, scheduler: null, guidance: 7.5, preview: "auto", model: "" };
+const SCHEDULER_LABELS = { dpm: "DPM-Solver++", euler: "Euler", pndm: "PNDM" };
 const MAX_SEED = Number.MAX_SAFE_INTEGER;
 
 const $ = (id) => document.getElementById(id);
@@ -23,7 +25,7 @@ const el = {
   status: $("status"), statusText: $("status-text"), bar: $("bar"), barFill: $("bar-fill"), detail: $("status-detail"),
   error: $("error"), errorTitle: $("error-title"), errorMessage: $("error-message"), errorHelp: $("error-help"), retry: $("retry"),
   resultActions: $("result-actions"), download: $("download"), copyLink: $("copy-link"), notices: $("notices"),
-  promptFit: $("prompt-fit"), negativeFit: $("negative-fit"),
+  promptFit: $("prompt-fit"), negativeFit: $("negative-fit"), modelInfo: $("model-info"),
   files: $("files"), filesSummary: $("files-summary"), fileList: $("file-list"),
   cacheStatus: $("cache-status"), clearCache: $("clear-cache"), gpuInfo: $("gpu-info"), dev: $("dev"),
 };
@@ -37,6 +39,7 @@ const app = {
   adapter: null,
   model: null, // info of the loaded model (worker.js load())
   modelId: null, // the config id of the loaded (or loading) model
+  described: null, // {id, ...worker.js describe()}: the selected model, as its manifest says, before any download
   loading: null, // promise of the running load
   job: null, // the running request (load or generate), for Stop
   lastTimings: new Map(), // model id -> timings of its last generation (ETA and auto previews)
@@ -132,9 +135,9 @@ const selectValues = (select) => [...select.options].map((o) => o.value);
 
 /**
  * The link's settings, each one the page can use: {settings, notices}. A value that cannot be used (a negative
- * step count, an unknown scheduler, a seed that is not a whole number) is replaced, and a notice says which,
- * why (the form's own rules: validate, and the options of its menus), and what stands instead. Models are
- * checked once the configuration is read (modelNotices).
+ * step count, a seed that is not a whole number) is replaced, and a notice says which, why (the form's own rules:
+ * validate, and the options of its menus), and what stands instead. Models are checked once the configuration is
+ * read (modelNotices), schedulers once the model's manifest is (describeModel).
  */
 function settingsFromURL() {
   const settings = {}, notices = [];
@@ -150,13 +153,19 @@ function settingsFromURL() {
     if (problems[key]) notice(key, problems[key][0].toLowerCase() + problems[key].slice(1).replace(/\.$/, ""), fallbacks[key]);
     settings[key] = problems[key] ? fallbacks[key] : value;
   }
-  for (const [key, what] of [["scheduler", "this site's schedulers"], ["preview", "previews"]]) {
-    if (!params.has(key)) continue;
-    const options = selectValues(el[key]);
-    if (options.includes(params.get(key))) settings[key] = params.get(key);
-    else notice(key, `${what} are ${options.join(", ")}`, DEFAULTS[key]);
+  if (params.has("preview")) {
+    const options = selectValues(el.preview);
+    if (options.includes(params.get("preview"))) settings.preview = params.get("preview");
+    else notice("preview", `previews are ${options.join(", ")}`, DEFAULTS.preview);
   }
   return { settings, notices };
+}
+
+/** The notice for a link's scheduler that the described model does not offer (none if it does, or none is named). */
+function schedulerNotices() {
+  const wanted = params.get("scheduler"), { id, schedulers } = app.described;
+  if (wanted === null || schedulers.includes(wanted)) return [];
+  return [`scheduler=${JSON.stringify(shorten(wanted))} in the link: ${id}'s schedulers are ${schedulers.join(", ")}; using ${schedulers[0]}.`];
 }
 
 function shorten(text, max = 40) {
@@ -183,7 +192,9 @@ function validate(s) {
   const problems = {};
   if (!Number.isSafeInteger(s.seed) || s.seed < 0 || s.seed > MAX_SEED) problems.seed = "The seed must be a whole number, 0 or more.";
   const stepsAllowed = app.model?.schedulers?.[s.scheduler];
-  if (app.model && !stepsAllowed) problems.scheduler = `This model has no ${s.scheduler} scheduler.`;
+  if ((app.model && !stepsAllowed) || (app.described && !app.described.schedulers.includes(s.scheduler))) {
+    problems.scheduler = `This model has no ${s.scheduler} scheduler.`;
+  }
   const [lo, hi] = stepsAllowed ? [stepsAllowed[0], stepsAllowed[stepsAllowed.length - 1]] : [1, 50];
   if (!Number.isInteger(s.steps) || s.steps < lo || s.steps > hi) problems.steps = `Steps must be a whole number from ${lo} to ${hi}.`;
   // (Below 1 diffusers switches guidance off, which the compiled UNet cannot; 1 = the prompt alone.)
@@ -199,7 +210,7 @@ function shareURL(s) {
   if (s.negative) q.set("negative", s.negative);
   q.set("seed", s.seed);
   q.set("steps", s.steps);
-  q.set("scheduler", s.scheduler);
+  if (s.scheduler) q.set("scheduler", s.scheduler); // (none before the model is described)
   q.set("guidance", s.guidance);
   q.set("model", s.model);
   if (s.preview !== DEFAULTS.preview) q.set("preview", s.preview);
@@ -244,6 +255,32 @@ async function loadConfig() {
 }
 
 const currentModel = () => app.config?.models.find((m) => m.id === el.model.value);
+
+/**
+ * Reads the selected model's manifest (through the worker, which refuses a model this GPU cannot run, before
+ * anything is downloaded) and fits the form to it: its schedulers, the default first (the current choice stays
+ * if the model has it), and the frame to its image shape; says under the model menu what it takes. Sets
+ * app.described.
+ */
+async function describeModel() {
+  const entry = currentModel();
+  app.described = null;
+  el.modelInfo.textContent = "";
+  const info = { id: entry.id, ...(await app.client.call("describe", { modelUrl: entry.url })) };
+  if (currentModel() !== entry) return; // another model was chosen meanwhile; its description follows
+  app.described = info;
+  const previous = el.scheduler.value;
+  el.scheduler.replaceChildren(...info.schedulers.map((name) =>
+    Object.assign(document.createElement("option"), { value: name, textContent: SCHEDULER_LABELS[name] ?? name })));
+  el.scheduler.value = info.schedulers.includes(previous) ? previous : info.schedulers[0];
+  const { width, height } = info.image;
+  el.frame.style.setProperty("--image-aspect", `${width} / ${height}`);
+  el.modelInfo.textContent = `${width}×${height} images · ${formatBytes(downloadBytes(entry))} to download · ` +
+    `GPU buffers up to ${formatBytes(info.largestBuffer)} (this GPU allows ${formatBytes(info.bufferLimit)})`;
+}
+
+// What the site's assembly counted (every file, small ones included), else the manifest's own figure.
+const downloadBytes = (entry) => entry.download_bytes ?? app.described?.downloadBytes;
 
 // ---- errors ---------------------------------------------------------------------------------------------
 
@@ -447,6 +484,10 @@ const blobToDataURL = (blob) => new Promise((resolve, reject) => {
 async function generate(overrides = {}) {
   if (app.job) throw new Error("busy: a model is loading or an image is being generated");
   writeSettings(overrides);
+  if (app.described?.id !== el.model.value) {
+    await describeModel();
+    writeSettings(overrides); // the scheduler, among the new model's
+  }
   const settings = readSettings();
   const problems = validate(settings);
   if (Object.keys(problems).length) {
@@ -625,9 +666,13 @@ function wire() {
   });
   el.model.addEventListener("change", () => {
     const entry = currentModel();
-    history.replaceState(null, "", shareURL(readSettings()));
-    if (app.modelId === entry.id && app.model) return;
-    startModel(false);
+    const action = async () => {
+      await describeModel();
+      history.replaceState(null, "", shareURL(readSettings()));
+      if (app.modelId === entry.id && app.model) return;
+      await startModel(false);
+    };
+    action().catch((err) => showError(err, action));
   });
   el.retry.addEventListener("click", () => {
     const retry = app.retry;
@@ -651,12 +696,13 @@ function wire() {
 async function startModel(autorun) {
   const entry = currentModel();
   const cached = globalThis.caches ? Boolean(await caches.match(entry.url).catch(() => null)) : false;
-  const small = Number.isFinite(entry.download_bytes) && entry.download_bytes <= AUTO_LOAD_BYTES;
+  const bytes = downloadBytes(entry);
+  const small = Number.isFinite(bytes) && bytes <= AUTO_LOAD_BYTES;
   if (!(small || cached)) {
     // Not even a shared link with autorun=1 starts a download of gigabytes without a click.
     app.model = null;
     app.modelId = null;
-    status(`${entry.label}: ${formatBytes(entry.download_bytes)} to download`,
+    status(`${entry.label}: ${formatBytes(bytes)} to download`,
       "The model is downloaded once and kept in this browser. Press Download and generate to start.");
     setState("idle");
     return;
@@ -696,6 +742,11 @@ async function main() {
     el.gpuInfo.textContent = `GPU: ${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unnamed adapter"}` +
       (a.fallback ? " (a software renderer: expect it to be very slow)" : "");
     app.dev?.adapter(a);
+    status("Reading the model description…");
+    await describeModel();
+    if (params.has("scheduler")) writeSettings({ scheduler: params.get("scheduler") }); // if the model offers it
+    notices.push(...schedulerNotices());
+    showNotices(notices);
     // A link whose settings had to be corrected does not run by itself: the user sees the notice first.
     await startModel(params.get("autorun") === "1" && notices.length === 0);
   };

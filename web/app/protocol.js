@@ -8,14 +8,17 @@
 //
 // Requests:
 //   probe     {}                          -> {adapter, limits}: is there WebGPU, and which GPU
+//   describe  {modelUrl}                  -> what the page shows before a download (family, image size, schedulers,
+//                                            download and GPU buffer sizes); throws when this GPU cannot run it
 //   load      {modelUrl}                  -> model info; progress: {phase, ...} (see worker.js)
 //   generate  {settings, previewEvery}    -> {png (Uint8Array), width, height, timings}; progress: steps, previews
 //   abort     {target}                    -> true: stops request `target` (a load or a generate)
 //   unload    {}                          -> true: frees the GPU
+//   fit       {texts}                     -> [{tokens, max, dropped}] per text, or null with no model loaded
 //
 // Error objects cross as {name, message, url}: `name` is the class name from web/runtime/errors.js.
 
-export const REQUESTS = Object.freeze(["probe", "load", "generate", "abort", "unload", "fit"]);
+export const REQUESTS = Object.freeze(["probe", "describe", "load", "generate", "abort", "unload", "fit"]);
 export const REPLIES = Object.freeze(["progress", "return", "throw"]);
 
 export function serializeError(err) {

@@ -7,9 +7,11 @@
 // skipping complete cached copies, so a retry resumes where a failure stopped [files, download, file];
 // then web/runtime/load.js from the cache, each file verified again [init].
 
-import { AbortedError, DeviceLimitError } from "../runtime/errors.js";
-import { checkManifest, chooseLibraries, loadModel, modelFiles, parseJSON, requestDevice } from "../runtime/load.js";
-import { gpuTensorBytes } from "../runtime/params.js";
+import { AbortedError } from "../runtime/errors.js";
+import {
+  bufferLimit, checkBufferLimits, checkManifest, chooseLibraries, largestBuffer, loadModel, modelFiles, parseJSON,
+  requestDevice, schedulerNames,
+} from "../runtime/load.js";
 import { encodePNG } from "../runtime/png.js";
 import { availableSteps } from "../runtime/schedulers/index.js";
 import { AssetStore, fileLabel } from "./cache.js";
@@ -18,6 +20,7 @@ import { serve } from "./protocol.js";
 const PARALLEL_DOWNLOADS = 3;
 
 let current = null; // { modelUrl, model, info }
+let probed = null; // the adapter probe found: describe reads its features and limits (reading needs no device)
 let lostError = null; // the DeviceLostError once the GPU device is gone
 const controllers = new Map(); // request id -> AbortController
 
@@ -33,33 +36,43 @@ const describeAdapter = (adapter) => ({
   limits: { maxBufferSize: adapter.limits.maxBufferSize, maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize },
 });
 
-// The manifest names the current files, so it comes from the network; the cached copy serves offline visits.
-async function fetchManifest(store, url, signal) {
+// The manifest names the current files, so it comes from the network (through `via`, which keeps the copy when it
+// is `store`); the copy in `store` serves offline visits.
+async function fetchManifest(store, url, signal, via = store) {
   const file = { url, kind: "manifest" };
   try {
-    return await store.download(file, signal);
+    return await via.download(file, signal);
   } catch (err) {
-    const cached = signal.aborted ? null : await store.stored(file);
+    const cached = signal?.aborted ? null : await store.stored(file);
     if (!cached) throw err;
     return cached;
   }
 }
 
-// Buffers beyond what the GPU can bind fail late and obscurely; say so before downloading the weights. Sizes on
-// the GPU, not in the shards, for the libraries this device will run: float16-stored weights are widened to
-// float32 for a float32 library, and the build records each library's largest tensor (at full size the
-// attention scores, 1 GiB in float32, outgrow every weight).
-function checkBufferLimits(indexes, adapter, libraries) {
-  const largest = Math.max(
-    ...indexes.flatMap(({ cache, url, sub }) => gpuTensorBytes(cache, url, Object.values(libraries[sub].functions)
-      .find((f) => f.num_params > 0)?.param_dtypes)),
-    ...Object.values(libraries).map((lib) => lib.largest_tensor_bytes ?? 0));
-  const limit = Math.min(adapter.limits.maxBufferSize, adapter.limits.maxStorageBufferBindingSize);
-  if (largest > limit) {
-    const mb = (n) => `${Math.round(n / 2 ** 20)} MB`;
-    throw new DeviceLimitError(`This model needs GPU buffers of ${mb(largest)}, but this GPU and browser allow at most ${mb(limit)}. ` +
-      "Use a computer with a larger GPU, update the browser, or pick a smaller model.");
-  }
+// What the page shows about a model before anything of it is downloaded, and whether this GPU can run it: the
+// manifest alone, checked by the runtime (an unknown family is a FormatError), against the adapter's features and
+// limits (a DeviceLimitError when its buffers are too small). The manifest is not kept in the cache here: a cached
+// manifest is what marks a model as downloaded before (main.js startModel). No device is made: the adapter (the
+// probe's, else a new one) says enough.
+async function describe({ modelUrl }) {
+  const label = (url) => fileLabel(url, modelUrl);
+  const bytes = await fetchManifest(new AssetStore({ label }), modelUrl, undefined, new AssetStore({ label, caches: null }));
+  const manifest = checkManifest(parseJSON(bytes, label(modelUrl)), modelUrl);
+  const adapter = probed ?? await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) await requestDevice(navigator.gpu); // throws the NoWebGPUError that says what to do
+  const libraries = chooseLibraries(manifest, adapter.features);
+  checkBufferLimits(libraries, adapter.limits);
+  return {
+    value: {
+      variant: manifest.variant,
+      family: manifest.family,
+      image: manifest.image,
+      schedulers: schedulerNames(manifest),
+      downloadBytes: manifest.download_bytes,
+      largestBuffer: largestBuffer(libraries),
+      bufferLimit: bufferLimit(adapter.limits),
+    },
+  };
 }
 
 async function load({ modelUrl }, { id, progress }) {
@@ -76,20 +89,17 @@ async function load({ modelUrl }, { id, progress }) {
 
     progress({ phase: "device" });
     const { adapter, device } = await requestDevice(navigator.gpu, manifest);
-    const libraries = chooseLibraries(manifest, device.features);
     device.destroy(); // load.js asks for its own; this one only proves there is one
+    checkBufferLimits(chooseLibraries(manifest, device.features), adapter.limits);
 
     const files = modelFiles(manifest, modelUrl);
-    const indexes = [];
     for (const file of files.filter((f) => f.kind === "weights-index")) {
       await store.ensure(file, signal);
       const cache = parseJSON(await store.read(file, signal), label(file.url));
-      indexes.push({ cache, url: label(file.url), sub: file.submodule });
       for (const shard of cache.records) {
         files.push({ url: new URL(shard.dataPath, file.url).href, sha256: shard.sha256, bytes: shard.nbytes, kind: "weights" });
       }
     }
-    checkBufferLimits(indexes, adapter, libraries);
 
     progress({ phase: "files", files: files.map((f) => ({ url: f.url, name: label(f.url), bytes: f.bytes, kind: f.kind })) });
     // A few downloads at a time; on a failure the others still finish (and stay cached), then it is reported.
@@ -192,6 +202,7 @@ serve(self, {
   async probe() {
     const { adapter, device } = await requestDevice(navigator.gpu);
     device.destroy();
+    probed = adapter;
     return { value: describeAdapter(adapter) };
   },
   load,
@@ -201,6 +212,7 @@ serve(self, {
     return { value: true };
   },
   unload,
-  // How the texts fit the loaded model's text encoder (tokenizer.js fit), or null with no model loaded.
-  fit: ({ texts }) => ({ value: current ? texts.map((t) => current.model.tokenizer.fit(t)) : null }),
+  describe,
+  // How the texts fit the loaded model's text encoders (pipeline.js fit), or null with no model loaded.
+  fit: ({ texts }) => ({ value: current ? texts.map((t) => current.model.fit(t)) : null }),
 });
