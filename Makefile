@@ -434,6 +434,6 @@ demo: ## build the tiny SD 1.5, assemble the site with web/local-config.json, se
 # test-results/browser/.
 test-browser: test-build | $(SETUP)
 	$(Q)python3 deploy/assemble_site.py --config web/local-config.json --out $(TEST_SITE) \
-	  --artifacts $(TEST_ARTIFACTS) --models sd15-tiny >/dev/null
+	  --artifacts $(TEST_ARTIFACTS) --models "$(addsuffix -tiny,$(MODELS))" >/dev/null
 	$(Q)mkdir -p $(DURATIONS)
 	$(Q)TEST_SITE=$(TEST_SITE) TEST_ARTIFACTS=$(TEST_ARTIFACTS) $(call NODE_TEST,browser) tests/browser/*.test.mjs
