@@ -430,7 +430,7 @@ demo: ## build the tiny SD 1.5, assemble the site with web/local-config.json, se
 	$(Q)$(MAKE) --no-print-directory site SITE_CONFIG=web/local-config.json
 	$(Q)$(MAKE) --no-print-directory serve
 
-# Headless Chromium (SwiftShader) on a site holding only the tiny model of the test build; screenshots go to
+# Headless Chromium (SwiftShader) on a site holding the tiny models of the test build; screenshots go to
 # test-results/browser/.
 test-browser: test-build | $(SETUP)
 	$(Q)python3 deploy/assemble_site.py --config web/local-config.json --out $(TEST_SITE) \
