@@ -3,6 +3,8 @@
 Each module (one per submodule kind in stages/lib/models.py) has `entries(family, sub, weights: Path) -> list[Entry]`. The wrappers fold the small pieces of the
 pipeline into the graph (classifier-free guidance into the UNet, the negative/positive batch into CLIP,
 latent scaling and RGBA packing into the VAE), so the runtimes only move tensors between functions.
+Every model is traced in float32 (`.float()`, whatever dtype its config.json records: float16 releases record
+theirs); dump-params converts the stored weights, and the float16 libraries come from the transform stage.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def entries(fam, sub, weights: Path) -> list[Entry]:
     # and WGSL has no 8-bit storage type for them.
     config._attn_implementation = "eager"
     torch.manual_seed(0)
-    model = (CLIPTextModelWithProjection if sub.pooled else CLIPTextModel)(config).eval()
+    model = (CLIPTextModelWithProjection if sub.pooled else CLIPTextModel)(config).float().eval()
     ids = torch.zeros(2, config.max_position_embeddings, dtype=torch.int32)
     keep = torch.ones(2)
     wrapper = TextEncoder(model, sub.hidden_layer, sub.pooled)

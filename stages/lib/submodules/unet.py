@@ -43,7 +43,7 @@ def entries(fam, sub, weights: Path) -> list[Entry]:
 
     config = read_config(weights / sub.folder / "config.json")
     torch.manual_seed(0)  # the values are never used (weights come from dump-params); keep tracing deterministic
-    unet = UNet2DConditionModel.from_config(config).eval()
+    unet = UNet2DConditionModel.from_config(config).float().eval()
     size = config["sample_size"]
     inputs = [torch.zeros(1, config["in_channels"], size, size), torch.tensor(1.0)]
     names = ["latents", "timestep"]

@@ -37,7 +37,7 @@ def entries(fam, sub, weights: Path) -> list[Entry]:
 
     config = read_config(weights / sub.folder / "config.json")
     torch.manual_seed(0)
-    vae = AutoencoderKL.from_config(config).eval()
+    vae = AutoencoderKL.from_config(config).float().eval()
     latent = config["sample_size"] // 2 ** (len(config["block_out_channels"]) - 1)
     inputs = (torch.zeros(1, config["latent_channels"], latent, latent),)
     return [Entry("vae", DecodeToRGBA(vae), inputs, ("latents",))]
