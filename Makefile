@@ -1,10 +1,11 @@
 # Stable Diffusion in the browser: the build graph.
 #
-#   make sd15 WEIGHTS=tiny|random|/path/to/diffusers-folder    build one variant into artifacts/<variant>/
-#   make reference ... / make test / make demo                  see `make help`
+#   make sd15|sdxl WEIGHTS=tiny|random|/path/to/diffusers-folder   build a variant into artifacts/<variant>/
+#   make sd15 sdxl WEIGHTS=tiny                                    both families, side by side
+#   make reference ... / make test / make demo                     see `make help`
 #
-# Reading guide: model (MODEL) -> submodule (SUBS_<model>) -> library (LIBRARIES: per compute dtype)
-# -> stage (one script in stages/) -> file.
+# Reading guide: family (MODELS, from the table in stages/lib/models.py) -> submodule (SUBS_<family>) -> library
+# (LIBRARIES_<family>: per compute dtype) -> stage (one script in stages/, one rule below) -> file.
 # Every file of a variant lives at artifacts/<variant>/<library>/<stage output>.v<version>.<ext>.
 # A stage rewrites its output only when the bytes change and records each run in a hidden stamp beside it
 # (GCC's move-if-change + stamp idiom): make compares the stamp, dependents compare the output, so a
@@ -113,7 +114,7 @@ $(foreach m,$(MODELS),$(eval OUTPUTS_$m := $(if $(filter $m,$(BUILD_MODELS)),$(c
 
 .PHONY: help setup $(MODELS) reference generate test clean FORCE
 help:
-	@sed -n '3,5p' Makefile; echo; grep -E '^[a-z0-9 ()$$_-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+	@sed -n '3,5p' Makefile; echo; grep -E '^[a-zA-Z0-9 ()$$_-]+:.*## ' Makefile | sed 's/:.*## /\t/; s/^$$(MODELS)/$(MODELS)/'
 
 # make sd15, make sdxl: every output of the family's variant; make sd15 sdxl builds both, side by side.
 $(MODELS): %: $$(OUTPUTS_$$*) ## build a family: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name] [PARAM_STORAGE=float32] [WINOGRAD=0] [TARGETS="webgpu cpu"]
