@@ -47,6 +47,7 @@ import numpy as np
 import pytest
 from conftest import (LAVAPIPE_ICD, SWIFTSHADER_ICD, Compiled, clean_env, lavapipe_env, make_command,
                       relative_error)
+from lib.models import FAMILIES, family
 
 TOLERANCE = 1e-3
 # make generate against diffusers with the full-precision weights, measured on SwiftShader: 63.0 (pndm), 64.0 (dpm),
@@ -166,8 +167,10 @@ class Calls:
         self.reference: dict[str, np.ndarray] = {}
         self.spec: list[dict] = []
         self.expected: dict[str, np.ndarray] = {}
+        self.chosen: dict[str, str] = {}  # the library the runtime chose per submodule (after the run)
 
-    def add(self, key: str, sub: str, fn: str, *inputs: np.ndarray) -> None:
+    def add(self, key: str, sub: str, fn: str, *inputs: np.ndarray, index: int | None = None) -> None:
+        """A call of `sub`'s function `fn`; `index` picks one element of a function's tuple of outputs."""
         if sub not in self.libraries:
             from lib.cli import library_name
 
@@ -178,58 +181,94 @@ class Calls:
             path = self.folder / f"{key}.in{i}.bin"
             path.write_bytes(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
             entries.append({"file": str(path), "dtype": str(array.dtype), "shape": list(array.shape)})
-        self.spec.append({"sub": sub, "fn": fn, "inputs": entries, "out": str(self.folder / f"{key}.out.bin")})
-        self.expected[key] = self.libraries[sub](fn, *inputs)
+        self.spec.append({"sub": sub, "fn": fn, "inputs": entries, "out": str(self.folder / f"{key}.out.bin"),
+                          **({} if index is None else {"index": index})})
+        pick = (lambda out: out) if index is None else (lambda out: out[index])
+        self.expected[key] = pick(self.libraries[sub](fn, *inputs))
         if self.compute != "float32":  # and what the float32 library makes of the same inputs
             self.float32.setdefault(sub, Compiled(self.variant, sub))
-            self.reference[key] = self.float32[sub](fn, *inputs)
+            self.reference[key] = pick(self.float32[sub](fn, *inputs))
+
+
+def text_encoder_calls(calls: Calls, build, prefix: str = "") -> None:
+    """Each text encoder of the build's family on the test prompts, both rows kept; a pooled encoder's two
+    outputs as two calls (`<sub>.0`, `<sub>.1`)."""
+    from transformers import CLIPTokenizer
+
+    keep = np.ones(2, np.float32)
+    for sub in family(build.model).text_encoders:
+        tokenizer = CLIPTokenizer.from_pretrained(build.weights / sub.tokenizer)
+        ids = tokenizer(list(PROMPTS), padding="max_length", max_length=77, truncation=True,
+                        return_tensors="np").input_ids.astype(np.int32)
+        if sub.pooled:
+            for i in range(2):
+                calls.add(f"{prefix}{sub.name}.{i}", sub.name, sub.name, ids, keep, index=i)
+        else:
+            calls.add(f"{prefix}{sub.name}", sub.name, sub.name, ids, keep)
+
+
+def unet_inputs(specs: list[dict], rng, timestep: float, guidance: float) -> list[np.ndarray]:
+    """Random inputs for a UNet function record's inputs (SDXL's time ids as the pipeline gives them)."""
+    named = {spec["name"]: rng.standard_normal(spec["shape"], dtype=np.float32) for spec in specs}
+    named["timestep"], named["guidance"] = np.array(timestep, np.float32), np.array(guidance, np.float32)
+    if "time_ids" in named:
+        named["time_ids"] = np.array([[128, 128, 0, 0, 128, 128]] * 2, np.float32)
+    return [named[spec["name"]] for spec in specs]
 
 
 @pytest.fixture(scope="module")
-def functions(tiny_build, tmp_path_factory, request):
-    """{key: (WebGPU output, CPU output)} for every call below, made in one node process (one model load)."""
-    from transformers import CLIPTokenizer
-
+def function_runs(tiny_build, tmp_path_factory, request):
+    """{family: a started run_functions.mjs over every function of its tiny model}: both run at once, in the
+    background, beside the generations (which start first: they take longest)."""
     if any(item.originalname == "test_make_generate_matches_reference" for item in request.session.items):
-        request.getfixturevalue("generations")  # started first: they take longest
+        request.getfixturevalue("generations")
 
-    folder = tmp_path_factory.mktemp("webgpu-functions")
-    calls = Calls(tiny_build.variant, folder)
-    tokenizer = CLIPTokenizer.from_pretrained(tiny_build.weights / "tokenizer")
-    ids = tokenizer(list(PROMPTS), padding="max_length", max_length=77, truncation=True,
-                    return_tensors="np").input_ids.astype(np.int32)
-    calls.add("clip", "clip", "clip", ids)
-
-    calls.libraries["unet"] = Compiled(tiny_build.variant, "unet")
-    unet_inputs = calls.libraries["unet"].meta["functions"]["unet"]["inputs"]
-    latent_shape, embedding_shape = tuple(unet_inputs[0]["shape"]), tuple(unet_inputs[2]["shape"])
-    rng = np.random.default_rng(20)
-    embeddings = rng.standard_normal(embedding_shape, dtype=np.float32)
-    # An integer and a fractional (Euler) timestep; guidance 1 is the conditional prediction alone.
-    for i, (timestep, guidance) in enumerate(((981.0, 7.5), (500.25, 1.0))):
-        latents = rng.standard_normal(latent_shape, dtype=np.float32)
-        calls.add(f"unet{i}", "unet", "unet", latents, np.array(timestep, np.float32), embeddings,
-                  np.array(guidance, np.float32))
-
-    calls.add("vae", "vae", "vae", rng.standard_normal(latent_shape, dtype=np.float32))
-
-    for terms in range(1, 6):
-        coeffs = rng.standard_normal(terms).astype(np.float32)
-        calls.add(f"lincomb{terms}", "sched", f"lincomb{terms}", coeffs,
-                  *(rng.standard_normal(latent_shape, dtype=np.float32) for _ in range(terms)))
-
-    return run_calls(tiny_build, calls, gpu_env(), "auto")
+    runs = {}
+    for fam in FAMILIES:
+        build = tiny_build.of(fam)
+        calls = Calls(build.variant, tmp_path_factory.mktemp(f"webgpu-functions-{fam}"))
+        text_encoder_calls(calls, build)
+        calls.libraries["unet"] = Compiled(build.variant, "unet")
+        specs = calls.libraries["unet"].meta["functions"]["unet"]["inputs"]
+        latent_shape = tuple(specs[0]["shape"])
+        rng = np.random.default_rng(20)
+        # An integer and a fractional (Euler) timestep; guidance 1 is the conditional prediction alone.
+        for i, (timestep, guidance) in enumerate(((981.0, 7.5), (500.25, 1.0))):
+            calls.add(f"unet{i}", "unet", "unet", *unet_inputs(specs, rng, timestep, guidance))
+        calls.add("vae", "vae", "vae", rng.standard_normal(latent_shape, dtype=np.float32))
+        for terms in range(1, 6):
+            coeffs = rng.standard_normal(terms).astype(np.float32)
+            calls.add(f"lincomb{terms}", "sched", f"lincomb{terms}", coeffs,
+                      *(rng.standard_normal(latent_shape, dtype=np.float32) for _ in range(terms)))
+        runs[fam] = start_calls(build, calls, gpu_env(), "auto")
+    try:
+        yield runs
+    finally:
+        for run, _ in runs.values():
+            run.kill()
 
 
-def run_calls(build, calls: Calls, env: dict, compute: str) -> dict:
-    """Runs `calls` on WebGPU with run_functions.mjs (libraries chosen as `compute` says; each must be the
-    one the CPU side ran) -> {key: (WebGPU output, CPU output)}."""
+@pytest.fixture(scope="module")
+def functions(function_runs):
+    """{family: {key: (WebGPU output, CPU output)}} for every call above, one node process (one model load) per
+    family."""
+    return {fam: finish_calls(*run) for fam, run in function_runs.items()}
+
+
+def start_calls(build, calls: Calls, env: dict, compute: str):
+    """Starts `calls` on WebGPU with run_functions.mjs (libraries chosen as `compute` says; each must be the
+    one the CPU side ran); finish_calls waits for it."""
     folder = calls.folder
     spec_path = folder / "spec.json"
     spec_path.write_text(json.dumps({"model": str(build.variant / "model.json"), "compute": compute,
                                      "calls": calls.spec}))
     run = Guarded(["node", "tests/python/js/run_functions.mjs", spec_path], cwd=build.tree, env=env,
                   log=folder / "run_functions")
+    return run, calls
+
+
+def finish_calls(run: Guarded, calls: Calls) -> dict:
+    """-> {key: (WebGPU output, CPU output)}."""
     result = run.wait()
     assert result.returncode == 0, f"run_functions.mjs failed:\n{result.stderr[-4000:]}"
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -238,6 +277,7 @@ def run_calls(build, calls: Calls, env: dict, compute: str) -> dict:
     # The libraries the runtime chose are those the CPU side ran (on SwiftShader, without shader-f16, "auto"
     # must pick float32 everywhere).
     assert {report["compute"][sub] for sub in calls.libraries} == {calls.compute}, report["compute"]
+    calls.chosen = report["compute"]
     out = {}
     for call, meta in zip(calls.spec, report["outputs"]):
         key = Path(call["out"]).name.removesuffix(".out.bin")
@@ -249,10 +289,13 @@ def run_calls(build, calls: Calls, env: dict, compute: str) -> dict:
     return out
 
 
-@pytest.mark.parametrize("key", ["clip", "unet0", "unet1", "lincomb1", "lincomb2", "lincomb3", "lincomb4",
-                                 "lincomb5"])
-def test_float_function_matches_cpu(functions, key):
-    ours, expected = functions[key]
+FLOAT_CALLS = {"sd15": ["clip"], "sdxl": ["clip", "clip2.0", "clip2.1"]}
+
+
+@pytest.mark.parametrize("fam,key", [(f, k) for f in FAMILIES for k in FLOAT_CALLS[f] + [
+    "unet0", "unet1", "lincomb1", "lincomb2", "lincomb3", "lincomb4", "lincomb5"]])
+def test_float_function_matches_cpu(functions, fam, key):
+    ours, expected = functions[fam][key]
     assert expected.dtype == np.float32
     assert np.isfinite(ours).all()
     assert expected.std() > 1e-3, "the CPU output is flat: the comparison would prove little"
@@ -260,8 +303,9 @@ def test_float_function_matches_cpu(functions, key):
     assert err <= TOLERANCE, f"{key}: relative error {err:.2e} > {TOLERANCE}"
 
 
-def test_vae_rgba_matches_cpu(functions):
-    ours, expected = functions["vae"]
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_vae_rgba_matches_cpu(functions, fam):
+    ours, expected = functions[fam]["vae"]
     # int32 in the compiled function (WGSL has no 8-bit integers), read as bytes.
     assert ours.dtype == expected.dtype and ours.dtype.itemsize == 4 and ours.ndim == 2
     ours_rgba = ours.view(np.uint8).reshape(*ours.shape, 4).astype(int)
@@ -282,43 +326,54 @@ FLOAT16_ERROR_RATIO = 2.0
 
 
 @pytest.fixture(scope="module")
-def float16_functions(tiny_build, tmp_path_factory):
-    """CLIP and UNet calls through the float16 libraries (compute "float16") on lavapipe, Mesa's CPU Vulkan
-    driver, whose Dawn adapter has shader-f16 (make setup fetches it: tests/tools/fetch_lavapipe.sh). The VAE
-    is left to the CPU parity tests: lavapipe takes two minutes to compile its shaders."""
-    from transformers import CLIPTokenizer
-
+def float16_runs(tiny_build, tmp_path_factory):
+    """{family: (text encoder and UNet calls through the float16 libraries (compute "float16") on lavapipe, Mesa's
+    CPU Vulkan driver, whose Dawn adapter has shader-f16 (make setup fetches it: tests/tools/fetch_lavapipe.sh),
+    the libraries the runtime chose)}. The VAE is left to the CPU parity tests: lavapipe takes two minutes to
+    compile its shaders."""
     if not LAVAPIPE_ICD.exists():
         pytest.skip(f"no {LAVAPIPE_ICD} (lavapipe with shader-f16); `make setup` fetches it")
-    calls = Calls(tiny_build.variant, tmp_path_factory.mktemp("webgpu-float16"), compute="float16")
-    tokenizer = CLIPTokenizer.from_pretrained(tiny_build.weights / "tokenizer")
-    ids = tokenizer(list(PROMPTS), padding="max_length", max_length=77, truncation=True,
-                    return_tensors="np").input_ids.astype(np.int32)
-    calls.add("clip", "clip", "clip", ids)
-    unet = Compiled(tiny_build.variant, "unet-f16").meta["functions"]["unet"]["inputs"]
-    rng = np.random.default_rng(30)
-    for i, (timestep, guidance) in enumerate(((981.0, 7.5), (500.25, 1.0))):
-        calls.add(f"unet{i}", "unet", "unet", rng.standard_normal(unet[0]["shape"], dtype=np.float32),
-                  np.array(timestep, np.float32), rng.standard_normal(unet[2]["shape"], dtype=np.float32),
-                  np.array(guidance, np.float32))
-    outputs = run_calls(tiny_build, calls, lavapipe_env(calls.folder), "float16")
-    return {key: (*outputs[key], calls.reference[key]) for key in outputs}
+    started = {}
+    for fam in FAMILIES:
+        build = tiny_build.of(fam)
+        calls = Calls(build.variant, tmp_path_factory.mktemp(f"webgpu-float16-{fam}"), compute="float16")
+        text_encoder_calls(calls, build)
+        specs = Compiled(build.variant, "unet-f16").meta["functions"]["unet"]["inputs"]
+        rng = np.random.default_rng(30)
+        for i, (timestep, guidance) in enumerate(((981.0, 7.5), (500.25, 1.0))):
+            calls.add(f"unet{i}", "unet", "unet", *unet_inputs(specs, rng, timestep, guidance))
+        started[fam] = start_calls(build, calls, lavapipe_env(calls.folder), "float16")
+    results = {}
+    for fam, (run, calls) in started.items():
+        outputs = finish_calls(run, calls)
+        results[fam] = ({key: (*outputs[key], calls.reference[key]) for key in outputs}, calls.chosen)
+    return results
 
 
-@pytest.mark.parametrize("key", ["clip", "unet0", "unet1"])
-def test_float16_function_matches_cpu(float16_functions, key):
-    ours, cpu16, float32 = float16_functions[key]
+@pytest.mark.parametrize("fam,key", [(f, k) for f in FAMILIES for k in FLOAT_CALLS[f] + ["unet0", "unet1"]])
+def test_float16_function_matches_cpu(float16_runs, fam, key):
+    ours, cpu16, float32 = float16_runs[fam][0][key]
     assert np.isfinite(ours).all()
     assert float32.std() > 1e-3, "the float32 output is flat: the comparison would prove little"
     cpu_error, our_error = relative_error(cpu16, float32), relative_error(ours, float32)
-    print(f"{key}: float16 on WebGPU {our_error:.2e}, on the CPU {cpu_error:.2e} from float32")
+    print(f"{fam} {key}: float16 on WebGPU {our_error:.2e}, on the CPU {cpu_error:.2e} from float32")
     assert 0 < cpu_error < 0.1
     assert our_error <= FLOAT16_ERROR_RATIO * cpu_error, (our_error, cpu_error)
 
 
+def test_sdxl_vae_stays_float32_where_float16_is_offered(float16_runs):
+    """SDXL's VAE overflows in float16 (NaN or black images), so its family builds it in float32 only: on an
+    adapter with shader-f16, asked for float16, the runtime runs every other submodule in float16 and the VAE
+    in float32. SD 1.5's VAE has its float16 library."""
+    assert float16_runs["sdxl"][1] == {"clip": "float16", "clip2": "float16", "unet": "float16", "vae": "float32",
+                                       "sched": "float32"}
+    assert float16_runs["sd15"][1]["vae"] == "float16"
+
+
 # ---- the whole pipeline: make generate against make reference -------------------------------------------------
 
-GENERATIONS = {"pndm": 2, "dpm": 3, "euler": 3}  # scheduler: steps (PNDM's 2 steps are 3 UNet calls)
+# (family, scheduler): steps (PNDM's 2 steps are 3 UNet calls); every scheduler of each family.
+GENERATIONS = {("sd15", "pndm"): 2, ("sd15", "dpm"): 3, ("sd15", "euler"): 3, ("sdxl", "euler"): 3, ("sdxl", "dpm"): 3}
 SETTINGS = dict(PROMPT=PROMPTS[1], NEGATIVE=PROMPTS[0], SEED=4321, GUIDANCE=7.5)
 
 
@@ -329,11 +384,12 @@ def generations(tiny_build, tmp_path_factory):
     folder = tmp_path_factory.mktemp("webgpu-generate")
     runs = {}
     try:
-        for scheduler, steps in GENERATIONS.items():
-            out = folder / f"{scheduler}.png"
+        for (fam, scheduler), steps in GENERATIONS.items():
+            out = folder / f"{fam}-{scheduler}.png"
             command = make_command("generate", **tiny_build.variables(
-                OUT=out, STEPS=steps, SCHEDULER=scheduler, **SETTINGS))
-            runs[scheduler] = (Guarded(command, cwd=tiny_build.tree, env=clean_env(), log=folder / scheduler), out)
+                MODEL=fam, OUT=out, STEPS=steps, SCHEDULER=scheduler, **SETTINGS))
+            runs[fam, scheduler] = (Guarded(command, cwd=tiny_build.tree, env=clean_env(),
+                                            log=folder / f"{fam}-{scheduler}"), out)
         yield runs
     finally:
         for run, _ in runs.values():
@@ -345,21 +401,21 @@ def psnr(a, b) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-@pytest.mark.parametrize("scheduler", list(GENERATIONS))
-def test_make_generate_matches_reference(tiny_build, generations, scheduler):
+@pytest.mark.parametrize("fam,scheduler", list(GENERATIONS))
+def test_make_generate_matches_reference(tiny_build, generations, fam, scheduler):
     from PIL import Image
 
     import reference
 
-    steps = GENERATIONS[scheduler]
+    steps = GENERATIONS[fam, scheduler]
     # make reference runs stages/reference.py's generate(); here in-process, while make generate runs.
-    ref = reference.generate(tiny_build.weights, prompt=SETTINGS["PROMPT"], negative=SETTINGS["NEGATIVE"],
+    ref = reference.generate(tiny_build.of(fam).weights, prompt=SETTINGS["PROMPT"], negative=SETTINGS["NEGATIVE"],
                              seed=SETTINGS["SEED"], steps=steps, scheduler=scheduler,
-                             guidance=SETTINGS["GUIDANCE"])
-    run, out = generations[scheduler]
+                             guidance=SETTINGS["GUIDANCE"], model=fam)
+    run, out = generations[fam, scheduler]
     result = run.wait()
     assert result.returncode == 0, f"make generate failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    print(f"make generate {scheduler} {steps} steps: {run.elapsed:.1f}s after its start, peak "
+    print(f"make generate {fam} {scheduler} {steps} steps: {run.elapsed:.1f}s after its start, peak "
           f"{run.peak / 2**20:.0f} MiB\n{result.stdout}")
     with Image.open(out) as png:
         assert png.size == (ref.shape[1], ref.shape[0])
@@ -368,8 +424,8 @@ def test_make_generate_matches_reference(tiny_build, generations, scheduler):
     assert ref.std() > 10, "diffusers made a flat image: the comparison would prove nothing"
     assert ours.std() > 10, "WebGPU made a flat image"
     value = psnr(ours, ref)
-    print(f"{scheduler}: PSNR {value:.1f} dB")
-    assert value >= PSNR_MIN, f"{scheduler}: PSNR {value:.1f} dB < {PSNR_MIN}"
+    print(f"{fam} {scheduler}: PSNR {value:.1f} dB")
+    assert value >= PSNR_MIN, f"{fam} {scheduler}: PSNR {value:.1f} dB < {PSNR_MIN}"
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------
@@ -380,7 +436,8 @@ def linked_copy(variant: Path, dest: Path) -> Path:
     replacing or removing links."""
     manifest = json.loads((variant / "model.json").read_text())
     files = {"model.json", manifest["wasm"]["path"]}
-    files |= {rec["path"] for rec in [*manifest["tokenizer"].values(), *manifest["schedulers"].values()]}
+    tokenizers = [rec for files in manifest["tokenizers"].values() for rec in files.values()]
+    files |= {rec["path"] for rec in [*tokenizers, *manifest["schedulers"].values()]}
     for sub in manifest["submodules"].values():
         if sub.get("params"):
             cache = Path(sub["params"]["path"])
@@ -398,7 +455,8 @@ def rewrite(copy: Path, name: str, data: bytes) -> None:
     (copy / name).unlink()
     (copy / name).write_bytes(data)
     manifest = json.loads((copy / "model.json").read_text())
-    records = [manifest["wasm"], *manifest["tokenizer"].values(), *manifest["schedulers"].values(),
+    records = [manifest["wasm"], *(r for files in manifest["tokenizers"].values() for r in files.values()),
+               *manifest["schedulers"].values(),
                *(s["params"] for s in manifest["submodules"].values() if s.get("params"))]
     (record,) = [r for r in records if r["path"] == name]
     record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())

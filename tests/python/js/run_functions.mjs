@@ -7,7 +7,7 @@
 //         "calls": [{ "sub": "unet", "fn": "unet", "out": "out.bin",
 //                     "inputs": [{ "file": "x.bin", "dtype": "float32", "shape": [1, 4, 16, 16] }, ...] }, ...] }
 // Each call is `model.vms[sub].fn(fn)(...inputs, ...model.params[sub])`, the inputs raw little-endian files;
-// the output's raw bytes go to `out`. Prints one JSON line on stdout:
+// the output's raw bytes go to `out` (with `index`, that element of a function's tuple of outputs). Prints one JSON line on stdout:
 //   { "adapter": "...", "compute": {sub: "float32" | "float16"}, "outputs": [{ "shape": [...], "dtype": "float32" }, ...],
 //     "gpuErrors": [...] }
 // gpuErrors: uncaptured WebGPU errors (handle.gpuErrors) and those of an error scope around all the calls.
@@ -51,7 +51,8 @@ async function main() {
     tvm.beginScope();
     try {
       const args = inputs.map(({ array, shape }) => toGPU(handle, array, shape));
-      const out = model.vms[call.sub].fn(call.fn)(...args, ...(model.params[call.sub] ?? []));
+      const result = model.vms[call.sub].fn(call.fn)(...args, ...(model.params[call.sub] ?? []));
+      const out = call.index === undefined ? result : result.get(call.index);
       const values = await readTensor(handle, out);
       await writeFile(call.out, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
       outputs.push({ shape: Array.from(out.shape), dtype: out.dtype });
