@@ -91,10 +91,10 @@ def test_stage_rewrites_nothing_when_nothing_changed(tmp_path, capsys):
 def test_stage_errors_are_one_line(tmp_path):
     run = lambda *args: subprocess.run(  # noqa: E731
         [str(ROOT / ".venv/bin/python"), str(ROOT / "stages/dump_scheduler.py"), "--variant-dir",
-         str(tmp_path / "v"), *args], capture_output=True, text=True)
+         str(tmp_path / "sd15-v"), *args], capture_output=True, text=True)
     missing = run("--weights", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
-    assert "scheduler_config.json" in missing.stderr and "make v WEIGHTS=tiny|random" in missing.stderr
+    assert "scheduler_config.json" in missing.stderr and "make sd15 WEIGHTS=tiny|random" in missing.stderr
     g.write_weights(tmp_path / "prk", dict(SD15_SCHEDULER_CONFIG, skip_prk_steps=False))
     prk = run("--weights", str(tmp_path / "prk"))
     assert prk.returncode == 1 and "skip_prk_steps=False is not supported" in prk.stderr
