@@ -139,7 +139,8 @@ def stage_parser(description: str, *, submodule: bool = True, weights: bool = Fa
     parser.add_argument("--variant-dir", type=Path, required=True, help="artifacts/<variant>, e.g. artifacts/sd15-tiny")
     if submodule:
         parser.add_argument("--submodule", required=True,
-                            help=f"clip, unet, vae or sched; with {FLOAT16_SUFFIX}, its float16 library (unet{FLOAT16_SUFFIX})")
+                            help=f"a submodule of the family (stages/lib/models.py: clip, clip2, unet, vae, sched); with "
+                                 f"{FLOAT16_SUFFIX}, its float16 library (unet{FLOAT16_SUFFIX})")
     if weights:
         parser.add_argument("--weights", type=Path, required=True, help="diffusers folder (save_pretrained layout)")
     return parser
