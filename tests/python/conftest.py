@@ -5,9 +5,10 @@ make, copy a build, read build.log and load a compiled submodule.
     .venv/bin/python -m pytest tests/python -q          (a build of its own, in a temporary folder)
     WEBSD_TEST_ARTIFACTS=build/test-artifacts .venv/bin/python -m pytest tests/python/test_build_parity.py -q
 
-The session build is `make sd15 sdxl WEIGHTS=tiny TARGETS="webgpu cpu"` (the CPU libraries are what the parity tests
-compare; `tiny_build` is SD 1.5's view of it, `tiny_build.of("sdxl")` SDXL's) into a pytest temporary folder, with an empty tuning folder of its own (so a tuning log checked into
-artifacts/tuning/ does not change what the tests see). With WEBSD_TEST_ARTIFACTS set, it goes there instead and
+The session build is `make sd15 sdxl WEIGHTS=tiny TARGETS="webgpu cpu"` (the CPU libraries are what the parity
+tests compare; `tiny_build` is SD 1.5's view of it, `tiny_build.of("sdxl")` SDXL's) into a pytest temporary
+folder, with an empty tuning folder of its own (so a tuning log checked into artifacts/tuning/ does not change
+what the tests see). With WEBSD_TEST_ARTIFACTS set, it goes there instead and
 is kept between sessions: make brings it up to date, which costs nothing when nothing changed. `make test` builds
 it once there (build/test-artifacts) for pytest, the node tests and the browser tests alike. Tests that change a
 build work on a copy of the variant folder (`cp -a` keeps mtimes, so make sees the copy exactly as up to date as
