@@ -42,24 +42,25 @@ class Checkpoint:
     checked: every tensor in the files must be wanted or declared unused, every wanted one present with its
     traced shape (both from the headers, before any value is read), and each value must fit the storage dtype."""
 
-    def __init__(self, folder: Path, wanted: dict[str, dict], unused_prefixes, storage_dtype: str):
+    def __init__(self, folder: Path, wanted: dict[str, dict], unused_prefixes, storage_dtype: str, rename=None):
         from safetensors import SafetensorError, safe_open
 
         self.wanted, self.storage_dtype, self.files = wanted, storage_dtype, {}
         for path in safetensors_files(folder):
             try:
                 handle = safe_open(path, framework="numpy")
-                for key in handle.keys():
+                for stored_key in handle.keys():
+                    key = rename(stored_key) if rename else stored_key  # the name the traced model uses
                     if key not in wanted:
-                        if key.startswith(tuple(unused_prefixes)):
+                        if key.startswith(tuple(unused_prefixes)) or stored_key.startswith(tuple(unused_prefixes)):
                             continue
-                        raise StageError(f"{path}: tensor {key!r} is neither a parameter of the traced model nor "
+                        raise StageError(f"{path}: tensor {stored_key!r} is neither a parameter of the traced model nor "
                                          f"declared unused (stages/lib/models.py); is this checkpoint for this model?")
-                    shape = list(handle.get_slice(key).get_shape())
+                    shape = list(handle.get_slice(stored_key).get_shape())
                     if shape != wanted[key]["shape"]:
-                        raise StageError(f"{path}: {key} has shape {shape}, the model's config expects "
+                        raise StageError(f"{path}: {stored_key} has shape {shape}, the model's config expects "
                                          f"{wanted[key]['shape']}; config.json and weights disagree")
-                    self.files[key] = (path, handle)
+                    self.files[key] = (path, handle, stored_key)
             except SafetensorError as err:
                 raise StageError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from None
         missing = sorted(set(wanted) - set(self.files))
@@ -70,9 +71,9 @@ class Checkpoint:
         import numpy as np
         from safetensors import SafetensorError
 
-        path, handle = self.files[key]
+        path, handle, stored_key = self.files[key]
         try:
-            value = np.ascontiguousarray(handle.get_tensor(key).astype(self.wanted[key]["dtype"]))
+            value = np.ascontiguousarray(handle.get_tensor(stored_key).astype(self.wanted[key]["dtype"]))
         except SafetensorError as err:
             raise StageError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from None
         to_storage(value, self.storage_dtype, f"{path}: tensor {key!r}")
@@ -141,7 +142,7 @@ def main():
     sources = {p["source"]: p for p in fmeta["source_params"]}
     # Unused: what the table declares (stages/lib/models.py) and what trace found the function never reads.
     unused = tuple(sub.unused_prefixes) + tuple(fmeta.get("unused_sources", []))
-    checkpoint = Checkpoint(args.weights / sub.folder, sources, unused, args.storage_dtype)
+    checkpoint = Checkpoint(args.weights / sub.folder, sources, unused, args.storage_dtype, sub.parameter_name)
 
     names = []
     for i, p in enumerate(fmeta["params"]):

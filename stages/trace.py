@@ -125,7 +125,7 @@ def drop_unused_weights(mod, num_inputs: int):
     return relax.Function(params, func.body, func.ret_ty, func.is_pure, func.attrs)
 
 
-def check_shapes(entry, folder: Path) -> None:
+def check_shapes(entry, sub, folder: Path) -> None:
     """Every tensor of the model built from config.json must have that shape in the weights files too. Reads
     the files' headers only: seconds here, where dump-params would find it after minutes of compiling."""
     from safetensors import SafetensorError, safe_open
@@ -134,7 +134,7 @@ def check_shapes(entry, folder: Path) -> None:
     for path in safetensors_files(folder):
         try:
             with safe_open(str(path), framework="numpy") as f:
-                stored.update((key, (path, list(f.get_slice(key).get_shape()))) for key in f.keys())
+                stored.update((sub.parameter_name(key), (path, list(f.get_slice(key).get_shape()))) for key in f.keys())
         except (OSError, SafetensorError) as err:
             raise StageError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from None
     prefix = entry.weights_prefix
@@ -176,7 +176,7 @@ def main():
                          f"release") from None
     for entry in entries:
         if sub.folder:
-            check_shapes(entry, args.weights / sub.folder)
+            check_shapes(entry, sub, args.weights / sub.folder)
         func, func_meta = trace_entry(entry)
         functions[entry.function] = func
         meta["functions"][entry.function] = func_meta

@@ -36,6 +36,14 @@ class Submodule:
     tokenizer: str | None = None
     hidden_layer: int = -1
     pooled: bool = False
+    # A prefix the released checkpoints put before the names the model class uses now: transformers 5's
+    # CLIPTextModel is the text transformer itself ("embeddings...."), checkpoints saved by transformers 4 (SD 1.5,
+    # SDXL's text_encoder) say "text_model.embeddings....". Both spellings are read.
+    checkpoint_prefix: str = ""
+
+    def parameter_name(self, key: str) -> str:
+        """A checkpoint tensor's name as the traced model calls it."""
+        return key.removeprefix(self.checkpoint_prefix) if self.checkpoint_prefix else key
 
     @property
     def config_folder(self) -> str:
@@ -148,7 +156,7 @@ SD15 = Family(
     wasm_name="stable_diffusion_webgpu.wasm",
     submodules=(
         Submodule("clip", "text_encoder", "text_encoder", unused_prefixes=_POSITION_IDS, float16=True,
-                  tokenizer="tokenizer"),
+                  tokenizer="tokenizer", checkpoint_prefix="text_model."),
         Submodule("unet", "unet", "unet", float16=True),
         Submodule("vae", "vae", "vae", unused_prefixes=_VAE_ENCODER, float16=True),
         Submodule("sched", "sched", None, config_from="unet"),
@@ -205,7 +213,7 @@ SDXL = Family(
     wasm_name="stable_diffusion_xl.wasm",
     submodules=(
         Submodule("clip", "text_encoder", "text_encoder", unused_prefixes=_POSITION_IDS, float16=True,
-                  tokenizer="tokenizer", hidden_layer=-2),
+                  tokenizer="tokenizer", hidden_layer=-2, checkpoint_prefix="text_model."),
         Submodule("clip2", "text_encoder", "text_encoder_2", unused_prefixes=_POSITION_IDS, float16=True,
                   tokenizer="tokenizer_2", hidden_layer=-2, pooled=True),
         Submodule("unet", "unet", "unet", float16=True),

@@ -133,3 +133,36 @@ def test_javascript_widening_matches_numpy_for_every_half(tmp_path):
     assert ours.shape == (65536,)
     wrong = np.nonzero(ours != expected)[0]
     assert wrong.size == 0, [f"{h:#06x}: {ours[h]:#010x} != {expected[h]:#010x}" for h in wrong[:5]]
+
+
+@pytest.mark.parametrize("fam", ["sd15", "sdxl"])
+def test_checkpoint_names_of_transformers_4_are_read(tiny_build, tmp_path, fam):
+    """Released text encoders (saved by transformers 4) name their tensors text_model.embeddings..., and carry
+    the position ids; transformers 5, which made the tiny model, says embeddings.... Trace and dump-params read
+    both: the cache written from the renamed checkpoint equals the session build's, byte for byte."""
+    from safetensors.numpy import load_file, save_file
+
+    from conftest import run_stage
+
+    build = tiny_build.of(fam)
+    weights = tmp_path / "weights"
+    shutil.copytree(build.weights, weights)
+    (checkpoint,) = (weights / "text_encoder").glob("*.safetensors")
+    tensors = {f"text_model.{name}": value for name, value in load_file(checkpoint).items()}
+    assert not any(name.startswith("text_model.text_model.") for name in tensors)
+    tensors["text_model.embeddings.position_ids"] = np.arange(77, dtype=np.int64)[None]
+    save_file(tensors, checkpoint, metadata={"format": "pt"})
+
+    variant = tmp_path / "artifacts" / build.variant.name
+    shutil.copytree(build.variant / "clip", variant / "clip", symlinks=True)
+    shutil.rmtree(variant / "clip" / "params.v1")
+    traced = run_stage("trace", "--variant-dir", variant, "--submodule", "clip", "--weights", weights,
+                       tree=build.tree)
+    assert traced.returncode == 0, traced.stderr
+    dumped = run_stage("dump_params", "--variant-dir", variant, "--submodule", "clip", "--weights", weights,
+                       tree=build.tree)
+    assert dumped.returncode == 0, dumped.stderr
+    ours, original = variant / "clip" / "params.v1", build.variant / "clip" / "params.v1"
+    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in original.iterdir())
+    for shard in original.glob("*.bin"):
+        assert (ours / shard.name).read_bytes() == shard.read_bytes(), shard.name
