@@ -4,7 +4,8 @@
 //   2. WebGPU without an adapter: the blocklist/driver advice; an adapter whose buffers are too small for the
 //      model: said before the weights download
 //   3. a missing or malformed stable-diffusion-config.json: a clear message naming the file
-//   4. the developer tools appear only with ?dev=1
+//   4. the GPU device lost during a generation: said so, and Retry sets the model up again and generates
+//   5. the developer tools appear only with ?dev=1
 //
 //   make test-browser     (or: node --test tests/browser/capabilities.test.mjs, after assembling build/test-site)
 
@@ -145,6 +146,46 @@ test("the site works from a sub-path, as on GitHub Pages (https://<user>.github.
   assert.equal(await waitForState(page, ["ready", "error"]), "ready", JSON.stringify(await pageText(page)));
   assert.deepEqual(requests.filter((p) => !p.startsWith("repo/")), [], "every request stays under /repo/");
   await context.close();
+});
+
+// Put in front of the worker script: every device the worker asks for gets a `lost` promise that
+// self.__loseDevice(message) settles as a real loss does ({reason: "unknown"}), destroying the device with it.
+// (destroy() alone reports reason "destroyed", which the runtime rightly takes for its own dispose.)
+const LOSABLE_DEVICES = `if (self.GPUAdapter) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await requestDevice.apply(this, args);
+    let lose;
+    const lost = new Promise((resolve) => { lose = resolve; device.lost.then(resolve); });
+    Object.defineProperty(device, "lost", { value: lost });
+    self.__loseDevice = (message) => { lose({ reason: "unknown", message }); device.destroy(); };
+    return device;
+  };
+}`;
+
+test("a GPU device lost while generating is said so, and Retry sets the model up again", { timeout: 300_000 }, async () => {
+  const session = await openPage(browser, server);
+  await withoutWebGPU(session, LOSABLE_DEVICES);
+  const { page, requests } = session;
+  await page.goto(`${server.url}?model=sd15-tiny&steps=1`);
+  assert.equal(await waitForState(page, ["ready", "error"]), "ready");
+  const fetched = modelDownloads(requests).length;
+  await page.click("#generate");
+  await waitForState(page, "generating", 60_000);
+  const [worker] = page.workers();
+  await worker.evaluate(() => self.__loseDevice("the test pulled it"));
+  assert.equal(await waitForState(page, ["error", "done"], 120_000), "error");
+  const text = await pageText(page);
+  assert.equal(text.errorTitle, "The GPU stopped responding");
+  assert.match(text.errorMessage, /The GPU device was lost \(the test pulled it\)/);
+  assert.doesNotMatch(text.errorMessage + text.errorHelp, STACK);
+  assert.equal(await page.textContent("#retry"), "Retry");
+  await screenshot(page, "12-device-lost");
+  // Retry: a new device, the model set up again from the files already here, and the image made.
+  await page.click("#retry");
+  assert.equal(await waitForState(page, ["done", "error"]), "done", JSON.stringify(await pageText(page)));
+  assert.equal(modelDownloads(requests).length, fetched, "the model's files were not downloaded again");
+  await session.context.close();
 });
 
 test("developer tools only with ?dev=1", { timeout: 60_000 }, async () => {

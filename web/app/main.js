@@ -294,7 +294,7 @@ const ERROR_KINDS = {
   NoWebGPUError: { title: "WebGPU is not available", help: WEBGPU_HELP, action: "reload" },
   MissingFeatureError: { title: "This GPU cannot run this model", help: WEBGPU_HELP.slice(0, 1), action: "reload" },
   DeviceLimitError: { title: "This GPU cannot run this model", action: null },
-  DeviceLostError: { title: "The GPU stopped responding", help: ["Close other tabs or apps that use the GPU, then reload."], action: "reload" },
+  DeviceLostError: { title: "The GPU stopped responding", help: ["Retry sets the model up on the GPU again (its files are kept) and generates.", "If it happens again, close other tabs or apps that use the GPU."], action: "retry" },
   FetchError: { title: "A download failed", help: ["Files that already arrived are kept; Retry fetches the rest."], action: "retry" },
   IntegrityError: { title: "A file arrived damaged", help: ["The damaged copy was thrown away; Retry downloads it again."], action: "retry" },
   FormatError: { title: "The model files do not match this page", help: ["The site may be half-updated: reload in a minute. If it persists, the model needs rebuilding."], action: "retry" },
@@ -557,6 +557,11 @@ async function generate(overrides = {}) {
     return blob;
   } catch (err) {
     app.job = null;
+    if (err.name === "DeviceLostError") {
+      // The model's GPU memory went with the device: the next generate (Retry) loads it again from the kept files.
+      app.model = null;
+      app.loading = null;
+    }
     if (err.name === "AbortedError") {
       bar(null);
       status("Stopped", "Generate to start again.");

@@ -21,6 +21,17 @@ export class DeviceLimitError extends WebSDError {}
 /** The GPU device was lost (driver reset, tab backgrounded too long, out of memory). */
 export class DeviceLostError extends WebSDError {}
 
+/**
+ * A GPUDevice's `lost` promise as a promise that rejects with a DeviceLostError on a real loss and never settles
+ * for reason "destroyed" (the runtime's own dispose).
+ */
+export function deviceLoss(device) {
+  return device.lost.then((info) => {
+    if (info.reason === "destroyed") return new Promise(() => {});
+    throw new DeviceLostError(`The GPU device was lost (${info.message || info.reason}); the model must be set up on the GPU again.`);
+  });
+}
+
 /** A file could not be fetched (HTTP error or network failure); `url` names it. Retrying may help. */
 export class FetchError extends WebSDError {}
 

@@ -5,7 +5,7 @@
 // Cache-API fetcher (web/app/cache.js), the Node CLI reads files. Every file is checked against the
 // sha256 in the manifest (or in the tensor cache, for shards) before use.
 
-import { DeviceLimitError, DeviceLostError, FormatError, MissingFeatureError, NoWebGPUError } from "./errors.js";
+import { DeviceLimitError, FormatError, MissingFeatureError, NoWebGPUError, deviceLoss } from "./errors.js";
 import { verify } from "./integrity.js";
 import { checkTensorCache, loadTensorCache } from "./params.js";
 import { pipelineClass } from "./pipeline.js";
@@ -200,9 +200,8 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
     throw err;
   }
   onDevice?.(device);
-  device.lost?.then((info) => {
-    if (info.reason !== "destroyed") onDeviceLost?.(new DeviceLostError(`The GPU device was lost (${info.message || info.reason}); reload the page to start again.`));
-  });
+  // "destroyed" is our own dispose(); anything else (a driver reset, a crash, memory pressure) is a loss.
+  if (device.lost) deviceLoss(device).catch((err) => onDeviceLost?.(err));
 
   onProgress({ phase: "library" });
   const wasm = await fetchVerified(at(manifest.wasm), { ...manifest.wasm, kind: "library" });

@@ -6,7 +6,7 @@
 // beside the latents, the timestep and the guidance scale (`conditioning`). The UNet's inputs are passed in the
 // order its function record in the manifest lists them, by name.
 
-import { AbortedError, FormatError, WebSDError } from "./errors.js";
+import { AbortedError, FormatError, WebSDError, deviceLoss } from "./errors.js";
 import { gaussianNoise } from "./noise.js";
 import { ScheduleError, createScheduler } from "./schedulers/index.js";
 import { readTensor, toGPU } from "./tvm.js";
@@ -39,8 +39,15 @@ export class StableDiffusion {
     return fits.reduce((a, b) => (b.dropped.length > a.dropped.length ? b : a));
   }
 
+  /** `promise` (GPU work finishing), or a DeviceLostError as soon as the device is lost: work queued on a lost
+   * device may never report back, and a generation must not wait for it forever. */
+  _unlessLost(promise) {
+    this._lost ??= this.handle.device ? deviceLoss(this.handle.device) : new Promise(() => {});
+    return Promise.race([promise, this._lost]);
+  }
+
   async _sync() {
-    await this.handle.gpu.sync();
+    await this._unlessLost(this.handle.gpu.sync());
     const errors = this.handle.gpuErrors ?? [];
     if (errors.length) {
       throw new WebSDError(`the GPU rejected the work: ${errors.splice(0).slice(0, 3).join("; ")}`);
@@ -57,7 +64,7 @@ export class StableDiffusion {
   };
 
   async _decode(latents) {
-    const packed = await readTensor(this.handle, this._run("vae", "vae", latents));
+    const packed = await this._unlessLost(readTensor(this.handle, this._run("vae", "vae", latents)));
     const { height, width } = this.manifest.image;
     return { rgba: new Uint8ClampedArray(packed.buffer), width, height };
   }
