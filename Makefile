@@ -251,12 +251,15 @@ $(A)/%/.params.stamp: $(A)/%/transform_params.v1.json $$(wildcard $$(dir $$(call
 	  --storage-dtype $(PARAM_STORAGE)
 	$(Q)touch $@
 
-# Build options as files that change only when their value does (checked on every make), so switching one
-# reruns the stage that reads it (and what depends on that) and nothing else.
+# Build options as files that change only when their value does, so switching one reruns the stage that reads
+# it (and what depends on that) and nothing else. Whether the value changed is read when make parses this file,
+# so an unchanged option is not even remade (it was FORCEd on every make).
 OPTION_param-storage = $(PARAM_STORAGE)
 OPTION_winograd      = $(WINOGRAD)
-$(foreach o,param-storage winograd,$(eval $(A)/%/.option-$o: FORCE ; \
-	$$(Q)mkdir -p $$(@D) && (echo '$$(OPTION_$o)' | cmp -s - $$@ || echo '$$(OPTION_$o)' > $$@)))
+option_changed = $(shell test "$$(cat $1 2>/dev/null)" = '$2' || echo FORCE)
+$(foreach v,$(VARIANTS),$(foreach o,param-storage winograd,$(eval \
+  $(A)/$v/.option-$o: $(call option_changed,$(A)/$v/.option-$o,$(OPTION_$o)) ; \
+	$$(Q)mkdir -p $$(@D) && echo '$(OPTION_$o)' > $$@)))
 
 # dump-scheduler and dump-tokenizer: per variant, from the model's own config files.
 $(A)/%/.scheduler.stamp: $$(call src_of,$$*)/scheduler/scheduler_config.json stages/dump_scheduler.py \

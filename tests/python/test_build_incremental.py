@@ -109,6 +109,14 @@ def test_second_make_runs_no_stage(build_copy):
     assert (build.variant / "build.log").read_bytes() == before_log
     assert changed_files(before_files, snapshot(build.variant)) == set(), "a no-op make touched files"
 
+    # A changed option shows up in a dry run as every library's transform (WINOGRAD), and the dry run changes
+    # nothing. (A dry run of an up-to-date build still lists stages: an output older than its stamp, as every
+    # unchanged output is, counts as remade under -n.)
+    switched = build.make(MODEL, "-n", WINOGRAD=0)
+    assert switched.returncode == 0, switched.stderr
+    assert sorted(re.findall(r"--submodule (\S+) --winograd 0", switched.stdout)) == sorted(LIBRARIES)
+    assert changed_files(before_files, snapshot(build.variant)) == set(), "make -n changed files"
+
 
 def test_up_to_date_check_with_failing_stages(build_copy):
     """PY=false makes every stage command fail: a build that needs no stage still succeeds, one that needs
