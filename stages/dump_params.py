@@ -176,6 +176,8 @@ def main():
             "function": function,
             "param_names": names,
             "param_dtypes": [p["dtype"] for p in fmeta["params"]],
+            # the checkpoint tensors the library's `<function>_transform_params` makes the parameters from
+            "sources": [{"name": p["source"], "shape": p["shape"], "dtype": p["dtype"]} for p in fmeta["source_params"]],
             "storage_dtype": args.storage_dtype,
             "total_bytes": sum(s["nbytes"] for s in cache["records"]),
         }

@@ -3,9 +3,7 @@
     python stages/reference.py --model sd15 --weights DIR --prompt "..." --negative "" --seed 0 --steps 20 \
         --scheduler dpm --guidance 7.5 --out reference.png
 
-The initial latents come from the project's seeded generator (stages/lib/noise.py, reimplemented bit for bit
-in web/runtime/noise.js), so the browser, `make generate` and this script start from the same noise. The PNG
-carries the settings in a text chunk.
+The pipeline and its noise: stages/lib/diffusers_reference.py. The PNG carries the settings in a text chunk.
 """
 
 from __future__ import annotations
@@ -17,46 +15,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from lib import diffusers_reference  # noqa: E402
 from lib.cli import StageError, run_stage  # noqa: E402
 from lib.models import check_weights_folder, family  # noqa: E402
-from lib.noise import gaussian_noise  # noqa: E402
 from lib.schedulers import SCHEDULERS  # noqa: E402
-
-
-# Optional parts of a released folder that play no part in the image (SD 1.5's safety checker).
-LOAD_OPTIONS = {"StableDiffusionPipeline": dict(safety_checker=None, feature_extractor=None,
-                                                requires_safety_checker=False)}
-
-
-def diffusers_pipeline(fam, weights: Path, scheduler: str):
-    import diffusers
-
-    pipe = getattr(diffusers, fam.pipeline_class).from_pretrained(weights, **LOAD_OPTIONS.get(fam.pipeline_class, {}))
-    scheduler_class = getattr(diffusers, SCHEDULERS[scheduler][0])
-    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def generate(weights: Path, *, prompt: str, negative: str, seed: int, steps: int, scheduler: str | None = None,
              guidance: float, model: str = "sd15"):
     """Returns uint8 (height, width, 3)."""
-    import numpy as np
-    import torch
-
     fam = family(model)
-    pipe = diffusers_pipeline(fam, weights, scheduler or fam.schedulers[0])
-    if fam.zero_empty_negative:
-        # What the runtimes do with an empty negative prompt: zero embeddings, as diffusers does for None.
-        pipe.register_to_config(force_zeros_for_empty_prompt=True)
-        negative = negative or None
-    size = pipe.unet.config.sample_size
-    shape = (1, pipe.unet.config.in_channels, size, size)
-    latents = torch.from_numpy(gaussian_noise(seed, shape))
-    with torch.no_grad():
-        image = pipe(prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=guidance,
-                     latents=latents, output_type="pil").images[0]
-    return np.asarray(image)
+    return diffusers_reference.generate(diffusers_reference.from_folder(fam, weights), fam, prompt=prompt,
+                                        negative=negative, seed=seed, steps=steps, scheduler=scheduler,
+                                        guidance=guidance)
 
 
 def save_png(path: Path, rgb, settings: dict) -> None:

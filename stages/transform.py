@@ -8,6 +8,11 @@ a float16 library (unet-f16) runs the same lift and uses the float32 library's t
 it writes only its lowered module.
 The one that phase "load-time" splits off stays in the library as `<function>_prepare`: the runtime runs it
 once after loading the weights, and the function then takes what it returns.
+
+The build-time transform goes into the library too, as `<function>_transform_params` (in a float16 library,
+casting its results to the float16 weights the library takes): it turns checkpoint tensors into the stored
+weights on the GPU. The benchmark uses it to run full-size models on weights seeded in diffusers' own layout,
+which PyTorch can load as they are (bench/seeded_weights.py); it is a handful of copy kernels.
 """
 
 from __future__ import annotations
@@ -88,6 +93,33 @@ def split_prepare(mod):
     return tvm.IRModule(kept), prepare_names
 
 
+def with_weight_transform(lifted, transform_mod, name: str, weight_types):
+    """`lifted` plus `<name>_transform_params` (checkpoint tensors -> the weights `name` takes, whose types are
+    `weight_types`). Where the library takes some weights in another dtype than the transform makes (float16),
+    the library's transform calls the build's one, renamed `..._float32` and private, and casts its results."""
+    from tvm import relax
+
+    tname = f"{name}{TRANSFORM_SUFFIX}"
+    func = transform_mod[tname]
+    made = list(func.ret_ty.fields)
+    dtypes = [str(t.dtype) for t in weight_types]
+    assert len(made) == len(dtypes), (tname, len(made), len(dtypes))
+    if all(str(m.dtype) == d for m, d in zip(made, dtypes)):
+        lifted[tname] = func
+        return lifted
+    bb = relax.BlockBuilder(lifted)
+    inner = bb.add_func(func.without_attr("global_symbol"), f"{tname}_float32")
+    sources = relax.Var("sources", func.params[0].ty)
+    with bb.function(tname, [sources], attrs={"global_symbol": tname}):
+        with bb.dataflow():
+            out = bb.emit(relax.Call(inner, [sources]))
+            cast = [relax.TupleGetItem(out, i) for i in range(len(made))]
+            cast = [bb.emit(relax.op.astype(c, d) if str(m.dtype) != d else c) for c, m, d in zip(cast, made, dtypes)]
+            result = bb.emit_output(relax.Tuple(cast))
+        bb.emit_func_output(result)
+    return bb.get()
+
+
 def main():
     parser = stage_parser(__doc__)
     parser.add_argument("--dump-ir", type=Path, help="write the module after each phase into this folder")
@@ -123,6 +155,9 @@ def main():
     load_time = functools.partial(phases["load-time"], winograd=bool(args.winograd))
     lifted = pipeline.run_phases(model, [("load-time", load_time)], dump_dir=args.dump_ir)
     lifted, prepare_names = split_prepare(lifted)
+    for name, weights in stored_params.items():
+        if f"{name}{TRANSFORM_SUFFIX}" in transform_names:
+            lifted = with_weight_transform(lifted, transform_mod, name, [w.ty for w in weights[len(meta["functions"][name]["inputs"]):]])
     lowered = pipeline.run_phases(lifted, [("legalize-fuse", phases["legalize-fuse"])], dump_dir=args.dump_ir)
 
     lowered_meta = {"family": meta["family"], "submodule": meta["submodule"], "compute": paths.compute,

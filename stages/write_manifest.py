@@ -59,10 +59,13 @@ def main():
                 "largest_tensor_bytes": meta["largest_tensor_bytes"],
                 # param_dtypes: what the library takes for each stored weight (readers convert the shards'
                 # dtype to it); prepare: the library function that turns them into what the function takes
-                # (run once after loading), where there is one.
+                # (run once after loading), where there is one; transform: the one that makes the stored
+                # weights from checkpoint tensors (the weights index's metadata.sources lists them), for tools
+                # that start from diffusers' layout (the benchmark)
                 "functions": {name: {"inputs": f["inputs"], "outputs": f["outputs"], "num_params": len(f["params"]),
                                      **({"param_dtypes": [p["dtype"] for p in f["params"]]} if f["params"] else {}),
-                                     **({"prepare": f["prepare"]} if f.get("prepare") else {})}
+                                     **({"prepare": f["prepare"]} if f.get("prepare") else {}),
+                                     **({"transform": f["transform"]} if f.get("transform") else {})}
                               for name, f in meta["functions"].items()},
             }
         record = {"libraries": libraries}

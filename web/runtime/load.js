@@ -171,9 +171,10 @@ export async function requestDevice(gpu, manifest = { required_features: [], sub
  *   fetchFile   async (url, {sha256, bytes, kind}) -> Uint8Array (verified again here)
  *   onProgress  ({phase: "manifest"|"device"|"library"|"tokenizer"|"scheduler"|"weights"|"ready", ...})
  *   onDeviceLost(DeviceLostError)
- *   makeParams  optional (handle, cache, cacheUrl, dtypes) -> tensors in the library's `dtypes`, instead of
- *               downloading shards (benchmarks fill full-size weights on the GPU machine itself; nothing that
- *               large can be carried there)
+ *   makeParams  optional (handle, cache, cacheUrl, dtypes, {vm, transform}) -> tensors in the library's
+ *               `dtypes`, instead of downloading shards: the benchmark makes full-size weights on the GPU
+ *               machine itself (nothing that large can be carried there), as checkpoint tensors that the
+ *               library's `transform` function (on `vm`) turns into the stored weights
  *   compute     "auto" (default: float16 libraries where the device has shader-f16), "float32" or "float16"
  *   optionalFeatures, onDevice(device)  for development tools (e.g. "timestamp-query" and a profiler)
  * The model's `libraries` says which library each submodule runs ({sub: {compute, prefix, ...}}).
@@ -240,7 +241,7 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
           `${cache.metadata.function}, the library's ${fn} takes ${info.num_params}; rebuild the model`);
       }
       const stored = makeParams
-        ? await makeParams(handle, cache, cacheUrl, info.param_dtypes)
+        ? await makeParams(handle, cache, cacheUrl, info.param_dtypes, { vm: vms[sub], transform: info.transform })
         : await loadTensorCache(handle, cache, cacheUrl, (url, o) => fetchVerified(url, { ...o, kind: "weights" }),
           info.param_dtypes);
       params[sub] = info.prepare ? prepareParams(handle, vms[sub], info.prepare, stored) : stored;
