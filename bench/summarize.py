@@ -1,12 +1,16 @@
 """Turns one GPU benchmark run's outputs (bench/gpu_run.sh writes them to $OUT) into a committed results file.
 
     python bench/summarize.py --run /work/.device/N --variant sd15-random --label baseline \
-        [--torch /work/.device/M/torch.json] --out bench/results/2026-11-25-h100-baseline.json
+        --out bench/results/2026-11-25-h100-baseline.json
 
 The headline is unet_step_ratio_vs_torch_fp16 = WebGPU per-step UNet time / PyTorch fp16 eager per-step UNet
-time, both measured on the same GPU (batch 2, 64 x 64 latents), with stock Dawn (float32 compute on NVIDIA, which
-offers no shader-f16). A float16-compute run (webgpu-<variant>-f16.json, Dawn's unsafe vulkan_enable_f16_on_nvidia
-toggle) goes in its own section, webgpu_float16, with its own ratio.
+time, both measured on the same GPU (batch 2 inside the guided UNet), with stock Dawn (float32 compute on NVIDIA,
+which offers no shader-f16). A float16-compute run (webgpu-<variant>-f16.json, Dawn's unsafe
+vulkan_enable_f16_on_nvidia toggle) goes in its own section, webgpu_float16, with its own ratio.
+
+A speed figure counts only beside the same run's check against PyTorch with the same weights on the same GPU
+(bench/torch_reference.py): the result carries those fields and `checks_pass`, and is labelled NOT CHECKED
+without them.
 """
 
 from __future__ import annotations
@@ -25,19 +29,27 @@ KINDS = [("winograd4_gemm", "winograd_gemm"), ("winograd2_gemm", "winograd_gemm"
 
 
 def figures(run: dict) -> dict:
-    return {k: run[k] for k in ("text_encoder_ms", "unet_step_ms", "vae_ms", "end_to_end_ms", "first_run_total_ms",
-                                "load_ms")}
+    return {k: run[k] for k in ("text_encoder_ms", "unet_step_ms", "vae_ms", "end_to_end_ms", "first_image_ms",
+                                "load_ms") if k in run}
 
 
-def peak_memory(samples: Path):
-    return max(int(x) for x in samples.read_text().split()) if samples.exists() else None
+def peak_memory(run: Path, name: str):
+    """Peak GPU memory (MiB) of the run that wrote `name`, from gpu-peak.txt (bench/gpu_run.sh)."""
+    peaks = run / "gpu-peak.txt"
+    lines = [line.split() for line in peaks.read_text().splitlines()] if peaks.exists() else []
+    return next((int(v) for n, v in lines if n == name), None)
 
 
-def by_kind(run: dict) -> dict:
+CHECK_FIELDS = ("unet_rel_l2_err_vs_torch_fp32", "torch_fp16_unet_rel_l2_err_vs_torch_fp32", "image_psnr_vs_torch_db",
+                "float16_unet_rel_l2_err_vs_torch_fp32", "float16_image_psnr_vs_torch_db", "torch_image_std",
+                "checks_pass")
+
+
+def by_kind(run: dict, family: str) -> dict:
     """UNet GPU time per step by kernel kind, from the run's 2-step profile."""
     kinds = collections.defaultdict(float)
     for k in run.get("profile", []):
-        if k["name"].startswith("sd15_unet_"):
+        if k["name"].startswith(f"{family}_unet_"):
             kind = next((kind for word, kind in KINDS if word in k["name"]), "other")
             kinds[kind] += k["ms"] / 2  # the profile run has 2 steps
     return {k: round(v, 1) for k, v in kinds.items()}
@@ -48,13 +60,15 @@ def main():
     parser.add_argument("--run", type=Path, required=True, help="folder holding webgpu-<variant>.json, gpu.txt")
     parser.add_argument("--variant", required=True)
     parser.add_argument("--label", required=True, help="what this build is (e.g. baseline, splitgn)")
-    parser.add_argument("--torch", type=Path, help="torch.json of the same GPU (default: <run>/torch.json)")
     parser.add_argument("--notes", default="")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     webgpu = json.loads((args.run / f"webgpu-{args.variant}.json").read_text())
-    torch = json.loads((args.torch or args.run / "torch.json").read_text())
+    torch = json.loads((args.run / f"torch-{args.variant}.json").read_text())
+    family = torch["family"]
+    checked = all(k in torch for k in ("unet_rel_l2_err_vs_torch_fp32", "image_psnr_vs_torch_db"))
+    passed = checked and all(torch["checks_pass"].values())
     name, driver, memory = [x.strip() for x in (args.run / "gpu.txt").read_text().split(",")]
     float16_run = args.run / f"webgpu-{args.variant}-f16.json"
     float16 = json.loads(float16_run.read_text()) if float16_run.exists() else None
@@ -64,12 +78,14 @@ def main():
         "gpu": name, "driver": driver, "gpu_memory": memory,
         "adapter": webgpu["adapter"],
         "versions": {"apache-tvm": "0.27.0.post1", "webgpu (Dawn, npm)": "0.6.2", "torch": torch["torch"]},
-        "workload": f"SD 1.5 full size, {webgpu['image']['width']}x{webgpu['image']['height']}, CFG batch 2, "
-                    f"{webgpu['steps']} {webgpu['scheduler']} steps, random weights",
+        "workload": f"{args.variant}, {webgpu['image']['width']}x{webgpu['image']['height']}, CFG batch 2, "
+                    f"{webgpu['steps']} {webgpu['scheduler']} steps, {webgpu.get('weights', 'random weights')}",
+        "checked_against_torch": "passed" if passed else ("FAILED" if checked else "NOT CHECKED"),
+        **{k: torch[k] for k in CHECK_FIELDS if k in torch},
         "compute": webgpu.get("compute", "float32 (before float16 libraries existed)"),
         "webgpu": figures(webgpu),
-        "webgpu_peak_gpu_memory_mib": peak_memory(args.run / "gpu-mem.txt"),
-        "unet_gpu_time_per_step_by_kernel_kind_ms": by_kind(webgpu),
+        "webgpu_peak_gpu_memory_mib": peak_memory(args.run, f"webgpu-{args.variant}.json"),
+        "unet_gpu_time_per_step_by_kernel_kind_ms": by_kind(webgpu, family),
         "torch": {k: torch[k] for k in ("unet_fp16_ms", "unet_fp32_ms", "unet_fp16_block_medians_ms",
                                         "unet_fp32_block_medians_ms", "host_cpu") if k in torch},
         "unet_step_ratio_vs_torch_fp16": round(webgpu["unet_step_ms"] / torch["unet_fp16_ms"], 2),
@@ -78,18 +94,20 @@ def main():
                         for x in webgpu.get("profile", [])[:15]],
         "notes": args.notes,
     }
+    result["first_image_ms"] = webgpu.get("first_image_ms")
     if float16:
+        result["float16_unet_step_ratio_vs_torch_fp16"] = round(float16["unet_step_ms"] / torch["unet_fp16_ms"], 2)
         result["webgpu_float16"] = {
             "compute": float16.get("compute"), "dawn_toggles": float16.get("dawn_toggles"), **figures(float16),
-            "peak_gpu_memory_mib": peak_memory(args.run / "gpu-mem-f16.txt"),
-            "unet_gpu_time_per_step_by_kernel_kind_ms": by_kind(float16),
+            "peak_gpu_memory_mib": peak_memory(args.run, f"webgpu-{args.variant}-f16.json"),
+            "unet_gpu_time_per_step_by_kernel_kind_ms": by_kind(float16, family),
             "unet_step_ratio_vs_torch_fp16": round(float16["unet_step_ms"] / torch["unet_fp16_ms"], 2),
             "top_kernels": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in x.items()}
                             for x in float16.get("profile", [])[:15]],
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{args.label}: unet {result['webgpu']['unet_step_ms']:.1f} ms/step, ratio vs torch fp16 "
+    print(f"{args.label} ({result['checked_against_torch']} against PyTorch): unet {result['webgpu']['unet_step_ms']:.1f} ms/step, ratio vs torch fp16 "
           f"{result['unet_step_ratio_vs_torch_fp16']}"
           + (f"; float16 compute {float16['unet_step_ms']:.1f} ms/step, ratio "
              f"{result['webgpu_float16']['unet_step_ratio_vs_torch_fp16']}" if float16 else "") + f" -> {args.out}")
