@@ -78,13 +78,19 @@ async function main() {
   const manifestUrl = pathToFileURL(resolve(opt.model)).href;
   const fetchFile = async (url) => new Uint8Array(await readFile(fileURLToPath(url)));
   const t0 = performance.now();
-  const model = await loadModel({ manifestUrl, gpu, fetchFile, makeParams: opt["seeded-weights"] ? seededParams : undefined,
+  // Where load time goes: each progress event's time (weights per submodule, the libraries' pipelines).
+  const loadPhases = [];
+  const onProgress = (p) => loadPhases.push({ ms: Math.round(performance.now() - t0), ...p });
+  const model = await loadModel({ manifestUrl, gpu, fetchFile, onProgress,
+    makeParams: opt["seeded-weights"] ? seededParams : undefined,
     compute: opt.compute, optionalFeatures: opt.profile ? ["timestamp-query"] : [],
     onDevice: (device) => { if (opt.profile) profiler = installProfiler(device); } });
   const loadMs = performance.now() - t0;
   const info = model.handle.adapter.info ?? {};
   const adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
   const compute = Object.fromEntries(Object.entries(model.libraries).map(([sub, lib]) => [sub, lib.compute]));
+  console.log(`load phases (ms from start): ${loadPhases.map((p) => `${p.phase}${p.submodule ? " " + p.submodule : ""}` +
+    `${p.total ? ` ${p.done}/${p.total}` : ""} ${p.ms}`).join(", ")}`);
   console.log(`adapter: ${adapter}; load ${loadMs.toFixed(0)} ms; compute ${JSON.stringify(compute)}; ` +
               `dawn toggles ${JSON.stringify(opt["dawn-toggle"])}`);
   const scheduler = opt.scheduler ?? model.manifest.default_scheduler;
@@ -113,6 +119,7 @@ async function main() {
     scheduler,
     weights: opt["seeded-weights"] ? "seeded (bench/seeded_weights.mjs)" : "shards",
     load_ms: loadMs,
+    load_phases: loadPhases,
     text_encoder_ms: median(warm.map((t) => t.clip)),
     unet_step_ms: median(warm.flatMap((t) => t.steps)),
     vae_ms: median(warm.map((t) => t.vae)),

@@ -73,10 +73,19 @@ def test_rewritten_convolution_matches_pytorch(n, ci, co, size, padding, tile):
     ((1, 16, 8, 8), (16, 16, 1, 1), dict()),                        # 1 x 1
     ((1, 4, 8, 8), (32, 4, 3, 3), dict(padding=1)),                 # conv_in: 4 input channels
     ((1, 32, 8, 8), (3, 32, 3, 3), dict(padding=1)),                # conv_out: 3 output channels
+    # SDXL's VAE at 1024 x 1024: a 2.25 GiB transformed input, beyond what WebGPU binds (MAX_TRANSFORMED_BYTES)
+    ((1, 256, 1024, 1024), (128, 256, 3, 3), dict(padding=1)),
 ])
 def test_other_convolutions_are_left_direct(data_shape, weight_shape, attrs):
     mod = _conv_module(data_shape, weight_shape, **attrs)
     assert not any("winograd" in name for name in _kernel_names(WinogradConv2d(mod)))
+
+
+def test_the_largest_convolution_under_the_size_cap_is_rewritten():
+    # SDXL's VAE, 128 channels at 1024 x 1024: 36 x 65536 tiles x 128 x 4 bytes = 1.125 GiB, over the cap;
+    # 64 channels there (0.56 GiB) are still rewritten.
+    assert not any("winograd" in n for n in _kernel_names(WinogradConv2d(_conv_module((1, 128, 1024, 1024), (128, 128, 3, 3), padding=1))))
+    assert any("winograd" in n for n in _kernel_names(WinogradConv2d(_conv_module((1, 64, 1024, 1024), (64, 64, 3, 3), padding=1))))
 
 
 def test_transforms_do_not_absorb_what_comes_before_them():

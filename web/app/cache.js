@@ -108,6 +108,12 @@ export class AssetStore {
       response = await this.fetch(file.url, { cache: "no-store", signal });
     } catch (err) {
       if (signal?.aborted) throw err;
+      if (await this._withoutCORS(file.url, signal)) {
+        const host = new URL(file.url).origin;
+        throw new FetchError(`Could not download ${name}: its host ${host} answered but without the CORS header ` +
+          `(Access-Control-Allow-Origin) that lets this site read it. The site's owner must set that header on ${host} ` +
+          "(README: Publish your own).", { url: file.url });
+      }
       throw new FetchError(`Could not download ${name}: the network request failed (${err.message}). Check the connection and retry.`, { url: file.url });
     }
     if (!response.ok) {
@@ -124,6 +130,19 @@ export class AssetStore {
     }
     await this._store(file, bytes);
     return bytes;
+  }
+
+  /** Whether a failed fetch of a cross-origin `url` is the host withholding CORS: it answers a no-cors request
+   * (an opaque response the page cannot read) though the CORS request failed. */
+  async _withoutCORS(url, signal) {
+    const here = globalThis.location?.origin;
+    if (!here || new URL(url).origin === here) return false;
+    try {
+      await this.fetch(url, { mode: "no-cors", cache: "no-store", signal, method: "HEAD" });
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   async _readBody(response, file, name) {

@@ -336,6 +336,7 @@ const LOAD_STEPS = {
   tokenizer: "Preparing the text encoder…",
   scheduler: "Preparing the schedulers…",
   weights: "Moving weights onto the GPU",
+  shaders: "Compiling the GPU kernels",
   ready: "Finishing…",
 };
 
@@ -402,7 +403,8 @@ function loadModel(id) {
       else if (p.phase === "download") downloads?.update(p.url, { loaded: p.loaded, state: "downloading" });
       else if (p.phase === "file") downloads?.update(p.url, { state: p.source });
       else if (p.phase === "init") {
-        status(LOAD_STEPS[p.step] + (p.submodule ? `: ${p.submodule}…` : ""), `${entry.label}: setting up on the GPU`);
+        const detail = p.submodule ? `: ${p.submodule}…` : p.total ? `: ${p.done} of ${p.total} parts ready…` : "";
+        status(LOAD_STEPS[p.step] + detail, `${entry.label}: setting up on the GPU`);
         bar(undefined);
       } else if (LOAD_STEPS[p.phase]) {
         status(LOAD_STEPS[p.phase], entry.label);

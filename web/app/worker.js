@@ -124,7 +124,8 @@ async function load({ modelUrl }, { id, progress }) {
       manifestUrl: modelUrl,
       gpu: navigator.gpu,
       fetchFile: (url, opts) => (opts.kind === "manifest" ? manifestBytes : store.read({ url, ...opts }, signal)),
-      onProgress: (p) => p.phase !== "manifest" && progress({ phase: "init", step: p.phase, submodule: p.submodule }),
+      onProgress: (p) => p.phase !== "manifest" && progress({ phase: "init", step: p.phase, submodule: p.submodule,
+                                                                  done: p.done, total: p.total }),
       onDeviceLost: (err) => {
         lostError = err;
         for (const controller of controllers.values()) controller.abort(err);

@@ -10,7 +10,7 @@ import { verify } from "./integrity.js";
 import { checkTensorCache, loadTensorCache } from "./params.js";
 import { pipelineClass } from "./pipeline.js";
 import { loadTokenizer } from "./tokenizer.js";
-import { deviceLimits, instantiateLibrary, openVM, prepareParams } from "./tvm.js";
+import { compileShaders, deviceLimits, instantiateLibrary, openVM, prepareParams } from "./tvm.js";
 
 export const MANIFEST_FORMAT = "websd-model";
 // 2: libraries per compute dtype; 3: families (text_encoders, tokenizers by folder, the family's schedulers and
@@ -169,7 +169,8 @@ export async function requestDevice(gpu, manifest = { required_features: [], sub
  * Loads the model described by `manifestUrl`. Options:
  *   gpu         navigator.gpu (browser) or the `webgpu` package's GPU object (Node)
  *   fetchFile   async (url, {sha256, bytes, kind}) -> Uint8Array (verified again here)
- *   onProgress  ({phase: "manifest"|"device"|"library"|"tokenizer"|"scheduler"|"weights"|"ready", ...})
+ *   onProgress  ({phase: "manifest"|"device"|"library"|"tokenizer"|"scheduler"|"weights"|"shaders"|"ready", ...};
+ *               "shaders" comes with {done, total} libraries whose GPU pipelines are all made, amid "weights")
  *   onDeviceLost(DeviceLostError)
  *   makeParams  optional (handle, cache, cacheUrl, dtypes, {vm, transform}) -> tensors in the library's
  *               `dtypes`, instead of downloading shards: the benchmark makes full-size weights on the GPU
@@ -226,10 +227,16 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
 
   const vms = {};
   const params = {};
+  let shaders = Promise.resolve();
   try {
+    for (const [sub, rec] of Object.entries(manifest.submodules)) vms[sub] = openVM(handle, libraries[sub].prefix);
+    // Every kernel's compute pipeline, created ahead, asynchronously and all at once (the driver compiles them in
+    // parallel) while the weights load: created lazily, one at a time at its first dispatch, hundreds of them
+    // made the first image wait half a minute on an H200.
+    shaders = compileShaders(handle, Object.values(vms), (done, total) => onProgress({ phase: "shaders", done, total }));
+    shaders.catch(() => {});  // awaited below; a weight failure first must not leave it unhandled
     for (const [sub, rec] of Object.entries(manifest.submodules)) {
       const library = libraries[sub];
-      vms[sub] = openVM(handle, library.prefix);
       if (!rec.params) continue;
       onProgress({ phase: "weights", submodule: sub });
       const cacheUrl = at(rec.params);
@@ -246,6 +253,7 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
           info.param_dtypes);
       params[sub] = info.prepare ? prepareParams(handle, vms[sub], info.prepare, stored) : stored;
     }
+    await shaders;
   } catch (err) {
     for (const list of Object.values(params)) for (const t of list) t.dispose();
     for (const vm of Object.values(vms)) vm.dispose();

@@ -198,6 +198,40 @@ export function openVM(handle, prefix) {
 }
 
 /**
+ * Creates the compute pipelines of the kernels of `vms` (openVM results) with createComputePipelineAsync, all
+ * requested at once, and hands each to tvmjs, which then dispatches it instead of creating it at its first call
+ * (tvmjs's own asyncLoadWebGPUPipelines, but leaving out kernels that bind more storage buffers than the device
+ * allows: one that is never called, such as a five-term lincomb on an 8- or 10-buffer adapter, must not fail
+ * the load; one that is called still fails then, with WebGPU's message). Resolves when all are made;
+ * onProgress(done, total) per library.
+ */
+export async function compileShaders(handle, vms, onProgress = () => {}) {
+  const { tvm } = handle;
+  const context = tvm.lib.webGPUContext;
+  const maxBuffers = (handle.device ?? context.device).limits.maxStorageBuffersPerShaderStage;
+  let done = 0;
+  await Promise.all(vms.map(async ({ vm }) => {
+    const [fmap, getShader, update] = inScope(tvm, () => {
+      const mod = vm.getInternalModule();
+      return [JSON.parse(mod.getFunction("webgpu.get_fmap", true)()),
+        tvm.detachFromCurrentScope(mod.getFunction("webgpu.get_shader")),
+        tvm.detachFromCurrentScope(mod.getFunction("webgpu.update_prebuild"))];
+    });
+    try {
+      const fits = Object.values(fmap).filter((f) => f.arg_types.filter((t) => t === "handle").length <= maxBuffers);
+      await Promise.all(fits.map(async (finfo) => {
+        const pipeline = await context.createShaderAsync(finfo, getShader(finfo.name));
+        inScope(tvm, () => update(finfo.name, pipeline));
+      }));
+    } finally {
+      getShader.dispose();
+      update.dispose();
+    }
+    onProgress(++done, vms.length);
+  }));
+}
+
+/**
  * Runs a library's load-time weight transform (`<function>_prepare`, e.g. Winograd-transformed convolution
  * weights, too large to download) on the stored weights and returns what the function takes instead, detached
  * (the caller disposes them). The stored tensors are disposed: those passed through live on in the result.

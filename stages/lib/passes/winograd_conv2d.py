@@ -37,6 +37,11 @@ KERNEL = 3
 MIN_CHANNELS = 16
 # Output tiles (over the batch) from which m = 4 is used: enough 4 x 4 tiles to give the GEMM rows.
 MIN_TILES_FOR_4 = 128
+# The largest transformed input or GEMM product a convolution may have; larger ones keep the direct form. Both
+# are (m+2)^2 / m^2 times the conv's own input or output (2.25x for m = 4): SDXL's VAE at 1024 x 1024 would
+# need 2.25 GiB for its 256-channel convolutions, beyond the 2 GiB that WebGPU adapters bind at most (Dawn on
+# NVIDIA: 2048 MB). 1 GiB is the size of the largest activation SDXL's VAE has anyway (256 x 1024 x 1024 float32).
+MAX_TRANSFORMED_BYTES = 1 << 30
 # The transforms and the GEMM's accumulator compute in float32; the transformed weights and inputs are stored
 # in the conv's input dtype (float16 halves their traffic in the float16 library; its Winograd F(4) error
 # stays within the float16 library's tolerance, tests/python/test_build_parity.py).
@@ -170,6 +175,11 @@ def _rewrite(builder, call):
     pad = padding[0]
     out_shape = (n, co, h + 2 * pad - KERNEL + 1, w + 2 * pad - KERNEL + 1)
     m = tile_size(out_shape)
+    tiles = n * -(-out_shape[2] // m) * -(-out_shape[3] // m)
+    transformed = (m + 2) ** 2 * tiles * ci * (2 if str(data.ty.dtype) == "float16" else 4)
+    product = (m + 2) ** 2 * tiles * co * 4  # accumulated in float32
+    if max(transformed, product) > MAX_TRANSFORMED_BYTES:
+        return None
     u = builder.emit(_transform(builder, weight_transform, weight, m, name=f"winograd{m}_weight"))
     v = builder.emit(_transform(builder, input_transform, data, m, pad, out_shape[2:], name=f"winograd{m}_input"))
     product = builder.emit_te(batched_gemm, v, u, accumulate, primfunc_name_hint=f"winograd{m}_gemm")
