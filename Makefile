@@ -421,10 +421,20 @@ SITE_CONFIG ?= web/local-config.json
 SITE_MODELS ?=
 PORT        ?= 8888
 TEST_SITE   := build/test-site
-.PHONY: site serve demo test-browser
+.PHONY: site serve demo test-browser deploy-ghpages
 
 site: | node_modules/.stamp ## assemble the static site in SITE=build/site from built variants (SITE_CONFIG=web/gh-page-config.json for GitHub Pages)
 	$(Q)python3 deploy/assemble_site.py --config $(SITE_CONFIG) --out $(SITE) --artifacts $(ARTIFACTS) --models "$(SITE_MODELS)"
+
+# The published site: deploy/ghpages.py assembles it (build/ghpages-site, web/gh-page-config.json), commits it onto
+# the gh-pages branch of GHPAGES_REMOTE (default: origin) and pushes; with PARAMS_BASE_URL the model files go to
+# PARAMS_OUT for upload there. MODELS: the config's model ids to publish (default: every built one).
+GHPAGES_REMOTE  ?=
+PARAMS_BASE_URL ?=
+PARAMS_OUT      ?= build/params-upload
+deploy-ghpages: | node_modules/.stamp ## publish to GitHub Pages: GHPAGES_REMOTE=<git url or path> [MODELS="sd15 sdxl"] [PARAMS_BASE_URL=https://... PARAMS_OUT=dir]
+	$(Q)python3 deploy/ghpages.py --remote "$(GHPAGES_REMOTE)" --artifacts $(ARTIFACTS) --params-out "$(PARAMS_OUT)" \
+	  --params-base-url "$(PARAMS_BASE_URL)" --models "$(if $(filter command line,$(origin MODELS)),$(MODELS))"
 
 serve: ## serve SITE on http://127.0.0.1:PORT/ (PORT=8888 by default; 127.0.0.1 only)
 	$(Q)python3 deploy/serve.py --dir $(SITE) --port $(PORT)

@@ -27,7 +27,7 @@ webgpu() {  # variant, json name, check dir, extra options
   echo "peak GPU memory used (MiB): $(sort -n "$samples" | tail -1)"
 }
 for v in $variants; do
-  check=/tmp/check-$v; mkdir -p "$check"
+  check=/tmp/check-$v; rm -rf "$check"; mkdir -p "$check"  # a warm machine keeps the last run's
   echo "== webgpu $v $options"
   webgpu "$v" "webgpu-$v.json" "$check"
   if [ -n "$f16" ]; then

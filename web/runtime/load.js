@@ -10,7 +10,7 @@ import { verify } from "./integrity.js";
 import { checkTensorCache, loadTensorCache } from "./params.js";
 import { pipelineClass } from "./pipeline.js";
 import { loadTokenizer } from "./tokenizer.js";
-import { compileShaders, deviceLimits, instantiateLibrary, openVM, prepareParams } from "./tvm.js";
+import { compileShaders, deviceLimits, instantiateLibrary, openVM, prepareParams, softwareAdapter } from "./tvm.js";
 
 export const MANIFEST_FORMAT = "websd-model";
 // 2: libraries per compute dtype; 3: families (text_encoders, tokenizers by folder, the family's schedulers and
@@ -177,11 +177,13 @@ export async function requestDevice(gpu, manifest = { required_features: [], sub
  *               machine itself (nothing that large can be carried there), as checkpoint tensors that the
  *               library's `transform` function (on `vm`) turns into the stored weights
  *   compute     "auto" (default: float16 libraries where the device has shader-f16), "float32" or "float16"
+ *   precompile  "auto" (default: on a GPU, not on a CPU adapter such as SwiftShader), true or false: create
+ *               every kernel's pipeline during load (tvm.js compileShaders) rather than at its first dispatch
  *   optionalFeatures, onDevice(device)  for development tools (e.g. "timestamp-query" and a profiler)
  * The model's `libraries` says which library each submodule runs ({sub: {compute, prefix, ...}}).
  */
 export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () => {}, onDeviceLost, logger = () => {}, tvmjs,
-                                  makeParams, compute = "auto", optionalFeatures = [], onDevice }) {
+                                  makeParams, compute = "auto", precompile = "auto", optionalFeatures = [], onDevice }) {
   const fetchVerified = async (url, opts = {}) => {
     const bytes = await fetchFile(url, opts);
     if (opts.sha256) await verify(bytes, opts.sha256, url);
@@ -230,11 +232,13 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
   let shaders = Promise.resolve();
   try {
     for (const [sub, rec] of Object.entries(manifest.submodules)) vms[sub] = openVM(handle, libraries[sub].prefix);
-    // Every kernel's compute pipeline, created ahead, asynchronously and all at once (the driver compiles them in
-    // parallel) while the weights load: created lazily, one at a time at its first dispatch, hundreds of them
-    // made the first image wait half a minute on an H200.
-    shaders = compileShaders(handle, Object.values(vms), (done, total) => onProgress({ phase: "shaders", done, total }));
-    shaders.catch(() => {});  // awaited below; a weight failure first must not leave it unhandled
+    // Every kernel's compute pipeline, created ahead, asynchronously and all at once while the weights load:
+    // created lazily, one at a time at its first dispatch, hundreds of them made the first image wait half a
+    // minute on an H200.
+    if (precompile === true || (precompile === "auto" && !softwareAdapter(adapter))) {
+      shaders = compileShaders(handle, Object.values(vms), (done, total) => onProgress({ phase: "shaders", done, total }));
+      shaders.catch(() => {});  // awaited below; a weight failure first must not leave it unhandled
+    }
     for (const [sub, rec] of Object.entries(manifest.submodules)) {
       const library = libraries[sub];
       if (!rec.params) continue;

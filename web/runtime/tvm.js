@@ -202,14 +202,14 @@ export function openVM(handle, prefix) {
  * requested at once, and hands each to tvmjs, which then dispatches it instead of creating it at its first call
  * (tvmjs's own asyncLoadWebGPUPipelines, but leaving out kernels that bind more storage buffers than the device
  * allows: one that is never called, such as a five-term lincomb on an 8- or 10-buffer adapter, must not fail
- * the load; one that is called still fails then, with WebGPU's message). Resolves when all are made;
- * onProgress(done, total) per library.
+ * the load; one that is called still fails then, with WebGPU's message). Resolves to {made, skipped} pipeline
+ * counts when all are made; onProgress(done, total) per library.
  */
 export async function compileShaders(handle, vms, onProgress = () => {}) {
   const { tvm } = handle;
   const context = tvm.lib.webGPUContext;
   const maxBuffers = (handle.device ?? context.device).limits.maxStorageBuffersPerShaderStage;
-  let done = 0;
+  let done = 0, made = 0, skipped = 0;
   await Promise.all(vms.map(async ({ vm }) => {
     const [fmap, getShader, update] = inScope(tvm, () => {
       const mod = vm.getInternalModule();
@@ -219,9 +219,11 @@ export async function compileShaders(handle, vms, onProgress = () => {}) {
     });
     try {
       const fits = Object.values(fmap).filter((f) => f.arg_types.filter((t) => t === "handle").length <= maxBuffers);
+      skipped += Object.keys(fmap).length - fits.length;
       await Promise.all(fits.map(async (finfo) => {
         const pipeline = await context.createShaderAsync(finfo, getShader(finfo.name));
         inScope(tvm, () => update(finfo.name, pipeline));
+        made += 1;
       }));
     } finally {
       getShader.dispose();
@@ -229,6 +231,15 @@ export async function compileShaders(handle, vms, onProgress = () => {}) {
     }
     onProgress(++done, vms.length);
   }));
+  return { made, skipped };
+}
+
+/** Whether `adapter` is a CPU implementation (SwiftShader, lavapipe/llvmpipe): there, creating every pipeline
+ * ahead only front-loads compilation that runs on the same few cores, for kernels a run may never call. */
+export function softwareAdapter(adapter) {
+  const info = adapter?.info ?? {};
+  return Boolean(info.isFallbackAdapter || adapter?.isFallbackAdapter) ||
+    /swiftshader|llvmpipe|lavapipe/i.test([info.vendor, info.architecture, info.device, info.description].join(" "));
 }
 
 /**
