@@ -423,8 +423,21 @@ PORT        ?= 8888
 TEST_SITE   := build/test-site
 .PHONY: site serve demo test-browser deploy-ghpages
 
-site: | node_modules/.stamp ## assemble the static site in SITE=build/site from built variants (SITE_CONFIG=web/gh-page-config.json for GitHub Pages)
+site: $(SITE).stamp ## assemble the static site in SITE=build/site from built variants (SITE_CONFIG=web/gh-page-config.json for GitHub Pages)
+
+# Redone when a page or runtime file, the config, the options or a built variant change: the variants' model.json
+# files name every file by sha256, so their digest stands for the models (as a value, not as prerequisites, which
+# would make `make site` rebuild models). The stamp and options live beside the folder, which each assembly
+# replaces whole.
+SITE_SOURCES := $(shell find web/app web/runtime -type f) deploy/assemble_site.py
+SITE_OPTIONS  = $(SITE_CONFIG) $(ARTIFACTS) $(SITE_MODELS) \
+                $(shell cat $(sort $(wildcard $(ARTIFACTS)/*/model.json)) /dev/null | sha256sum | cut -c1-16)
+$(SITE).stamp: $(SITE_SOURCES) $(SITE_CONFIG) $(SITE).options node_modules/.stamp
+	$(call say,SITE,$(SITE))
 	$(Q)python3 deploy/assemble_site.py --config $(SITE_CONFIG) --out $(SITE) --artifacts $(ARTIFACTS) --models "$(SITE_MODELS)"
+	$(Q)touch $@
+$(SITE).options: $(call option_changed,$(SITE).options,$(SITE_OPTIONS))
+	$(Q)mkdir -p $(@D) && echo '$(SITE_OPTIONS)' > $@
 
 # The published site: deploy/ghpages.py assembles it (build/ghpages-site, web/gh-page-config.json), commits it onto
 # the gh-pages branch of GHPAGES_REMOTE (default: origin) and pushes; with PARAMS_BASE_URL the model files go to

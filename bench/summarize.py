@@ -95,6 +95,8 @@ def main():
         "notes": args.notes,
     }
     result["first_image_ms"] = webgpu.get("first_image_ms")
+    if family != "sd15":  # the SDXL issue's name for the same ratio
+        result[f"{family}_unet_step_ratio_vs_torch_fp16"] = result["unet_step_ratio_vs_torch_fp16"]
     if float16:
         result["float16_unet_step_ratio_vs_torch_fp16"] = round(float16["unet_step_ms"] / torch["unet_fp16_ms"], 2)
         result["webgpu_float16"] = {
