@@ -5,7 +5,8 @@
 //      from the parameter host alone, and the CSP refuses any other host
 //   2. a parameter host that sends no CORS header: the page names that problem
 //   3. a second deploy with nothing changed adds no commit
-//   4. a shard over the file limit, with no parameter host, is refused naming the file; nothing is pushed
+//   4. a shard over the file limit, with no parameter host, is refused naming the file, as is a site over the
+//      size limit; nothing is pushed
 //
 //   make test-browser     (or: node --test tests/browser/deploy.test.mjs, after make test-build)
 
@@ -143,5 +144,14 @@ test("a shard over the file limit, with no parameter host, is refused naming the
   const lines = refused.stderr.trim().split("\n");
   assert.equal(lines.length, 1, refused.stderr);
   assert.match(lines[0], /^error: deploy-ghpages: models\/sd15-tiny\/clip\/params\.v1\/params_shard_0\.bin is 6 MB, over GitHub Pages' 5 MB per file; host the model files elsewhere: PARAMS_BASE_URL=/);
+  assert.equal(await commits(), before);
+});
+
+test("a site over the size limit, with no parameter host, is refused", { timeout: 60_000 }, async () => {
+  const before = await commits();
+  // The tiny model's site is 34 MB: over a 20 MB limit, as full-size models are over GitHub Pages' 1 GB.
+  const refused = await deploy([], { GHPAGES_MAX_SITE_BYTES: String(20e6) });
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr.trim(), /^error: deploy-ghpages: the site is 3\d MB, over GitHub Pages' 20 MB; host the model files elsewhere: PARAMS_BASE_URL=/);
   assert.equal(await commits(), before);
 });
