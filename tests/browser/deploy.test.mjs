@@ -11,7 +11,7 @@
 //   make test-browser     (or: node --test tests/browser/deploy.test.mjs, after make test-build)
 
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -19,7 +19,7 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 
 import {
-  ARTIFACTS, ROOT, comparePNG, launchBrowser, openPage, pageText, reference, resultPNG, save, waitForState,
+  ARTIFACTS, ROOT, comparePNG, launchBrowser, openPage, pageText, reference, resultPNG, save, startServer, waitForState,
 } from "./harness.mjs";
 
 const run = promisify(execFile);
@@ -28,23 +28,7 @@ const MIN_PSNR = 30;
 
 let dir, bare, clone, site, params, browser;
 
-/** deploy/serve.py on `port` (0: a free one): {url, port, close()}. */
-async function serve(folder, { port = 0, files = false, cors = false } = {}) {
-  const args = [path.join(ROOT, "deploy/serve.py"), "--dir", folder, "--port", String(port), "--quiet",
-    ...(files ? ["--files"] : []), ...(cors ? ["--cors"] : [])];
-  const child = spawn("python3", args, { stdio: ["ignore", "pipe", "pipe"] });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  const url = await new Promise((resolve, reject) => {
-    child.stdout.on("data", (d) => {
-      const m = /serving (http\S+)/.exec(String(d));
-      if (m) resolve(m[1]);
-    });
-    child.on("exit", (code) => reject(new Error(`serve.py exited (${code}): ${stderr}`)));
-  });
-  const closed = new Promise((resolve) => child.on("exit", resolve));
-  return { url, port: Number(new URL(url).port), close: () => { child.kill(); return closed; } };
-}
+const serve = (dir, options = {}) => startServer({ dir, ...options });
 
 /** deploy/ghpages.py with `args` -> {code, stdout, stderr}. */
 async function deploy(args, env = {}) {

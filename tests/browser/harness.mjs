@@ -31,10 +31,12 @@ const CHROMIUM_ARGS = [
   "--disable-sync", "--no-first-run",
 ];
 
-/** deploy/serve.py on a free port: {url, close()}. */
-export async function startServer() {
-  const child = spawn("python3", [path.join(ROOT, "deploy/serve.py"), "--dir", SITE, "--port", "0", "--quiet"],
-    { stdio: ["ignore", "pipe", "pipe"] });
+/** deploy/serve.py on `port` (0: a free one), serving `dir` (a site; with `files`, any folder; with `cors`, readable
+ * from other origins): {url, port, close() -> promise of its exit}. */
+export async function startServer({ dir = SITE, port = 0, files = false, cors = false } = {}) {
+  const args = [path.join(ROOT, "deploy/serve.py"), "--dir", dir, "--port", String(port), "--quiet",
+    ...(files ? ["--files"] : []), ...(cors ? ["--cors"] : [])];
+  const child = spawn("python3", args, { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   const url = await new Promise((resolve, reject) => {
@@ -44,7 +46,8 @@ export async function startServer() {
     });
     child.on("exit", (code) => reject(new Error(`serve.py exited (${code}): ${stderr}; run make test-browser (it assembles ${SITE})`)));
   });
-  return { url, close: () => child.kill() };
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+  return { url, port: Number(new URL(url).port), close: () => { child.kill(); return exited; } };
 }
 
 export function launchBrowser() {

@@ -95,12 +95,15 @@ test("each prefix opens its own VM; an unknown prefix is a clear error", () => {
 test("compileShaders makes every kernel's pipeline ahead; one over the device's buffer limit is left to its first call", async () => {
   const vms = manifest.modules.map((m) => openVM(lib, m.prefix));
   try {
-    // As on a device that binds at most 2 storage buffers per kernel: the kernels needing more are skipped, not failed.
-    const tight = await compileShaders({ ...lib, device: { limits: { maxStorageBuffersPerShaderStage: 2 } } }, vms);
-    assert.ok(tight.skipped > 0 && tight.made > 0, JSON.stringify(tight));
+    // As on a device that binds a single storage buffer per kernel: every kernel (an input and an output at
+    // least) is skipped, none fails. (The scheduler's VM alone: SwiftShader compiles slowly.)
+    const sched = vms[manifest.modules.findIndex((m) => m.function === "lincomb2")];
+    const tight = await compileShaders({ ...lib, device: { limits: { maxStorageBuffersPerShaderStage: 1 } } }, [sched]);
+    assert.ok(tight.skipped > 0 && tight.made === 0, JSON.stringify(tight));
     const progress = [];
     const all = await compileShaders(lib, vms, (done, total) => progress.push([done, total]));
-    assert.deepEqual(all, { made: tight.made + tight.skipped, skipped: 0 });
+    assert.equal(all.skipped, 0);
+    assert.ok(all.made >= tight.made + tight.skipped, JSON.stringify({ all, tight }));
     assert.deepEqual(progress, vms.map((_, i) => [i + 1, vms.length]));
     assert.deepEqual(lib.gpuErrors, []);
   } finally {
