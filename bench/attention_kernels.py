@@ -1,10 +1,11 @@
 """The attention kernel (stages/lib/attention.py) against the three kernels it replaces, on the GPU.
 
-    .venv/bin/python bench/attention_kernels.py propose --work-dir build/bench-attention   (here: compiles)
-    node stages/tune_measure.mjs --work-dir build/bench-attention --repeats 7               (on the GPU)
-    .venv/bin/python bench/attention_kernels.py report --work-dir build/bench-attention    (prints the table)
+    .venv/bin/python bench/attention_kernels.py propose [--family sdxl] --work-dir build/bench-attention  (here)
+    node stages/tune_measure.mjs --work-dir build/bench-attention --repeats 7                           (on the GPU)
+    .venv/bin/python bench/attention_kernels.py report [--family sdxl] --work-dir build/bench-attention   (the table)
 
-For each attention shape of full-size SD 1.5 at 64 x 64 latents (CFG batch 2, 8 heads), compiles the fused
+For each attention shape of a full-size family's UNet (SD 1.5 at 64 x 64 latents, SDXL at 128 x 128; CFG
+batch 2), compiles the fused
 kernel in several configurations and the plain form as the model built it before (q k^T matmul, softmax,
 matmul with v: the same Relax ops through the build's own legalize, fuse and schedule phases, with the UNet's
 tuning log applied), into one candidates.wasm that tune_measure.mjs (make tune's measuring step) times in
@@ -22,12 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))
 
 PREFIX = "bench_attention_"
-# (name, batch * heads, query tokens, key tokens, head width): SD 1.5's self- and cross-attentions at 64 x 64
-# latents whose heads the fused kernel takes (the 16 x 16 level's 160-wide heads keep the plain form).
-SHAPES = [("self64", 16, 4096, 4096, 40), ("self32", 16, 1024, 1024, 80),
-          ("cross64", 16, 4096, 77, 40), ("cross32", 16, 1024, 77, 80)]
-# Per step each runs this often: self64/cross64 in 5 transformer blocks, self32/cross32 in 5.
-CALLS = {"self64": 5, "self32": 5, "cross64": 5, "cross32": 5}
+# Per family: (name, batch * heads, query tokens, key tokens, head width, calls per UNet step) of the self- and
+# cross-attentions whose heads the fused kernel takes. SD 1.5 at 64 x 64 latents: 8 heads, 5 transformer blocks
+# at each of the 64 x 64 and 32 x 32 levels (the 16 x 16 level's 160-wide heads keep the plain form). SDXL at
+# 128 x 128 latents: 64-wide heads, 10 blocks at the 64 x 64 level (10 heads), 60 at 32 x 32 (20 heads).
+SHAPES = {
+    "sd15": [("self64", 16, 4096, 4096, 40, 5), ("self32", 16, 1024, 1024, 80, 5),
+             ("cross64", 16, 4096, 77, 40, 5), ("cross32", 16, 1024, 77, 80, 5)],
+    "sdxl": [("self64", 20, 4096, 4096, 64, 10), ("self32", 40, 1024, 1024, 64, 60),
+             ("cross64", 20, 4096, 77, 64, 10), ("cross32", 40, 1024, 77, 64, 60)],
+}
 
 
 def configs(d: int):
@@ -39,7 +44,7 @@ def configs(d: int):
             [Config(threads, r, keys, "stream") for threads in (64, 128) for r in rows for keys in fits[:2]])
 
 
-def plain_kernels(bh, n_q, n_k, d, target):
+def plain_kernels(bh, n_q, n_k, d, target, family):
     """The three kernels the model had before FuseAttention, scheduled as the tune stage schedules them."""
     import tvm
     from tvm import relax
@@ -61,7 +66,8 @@ def plain_kernels(bh, n_q, n_k, d, target):
     with tvm.transform.PassContext(opt_level=3):
         mod = tvm.transform.Sequential([T.LegalizeOps(), T.AnnotateTIROpPattern(), T.FuseOps(), T.FuseTIR(),
                                         T.DeadCodeElimination()])(mod)
-    database = ROOT / "artifacts" / "tuning" / "sd15" / "unet"
+    database = ROOT / "artifacts" / "tuning" / family / "unet"
+    database = database if database.exists() else None
     mod = pipeline.run_phases(mod, [("schedule", lambda: pipeline.schedule(target, database))], target=target)
     return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
 
@@ -71,6 +77,7 @@ def propose(args):
 
     from export_lib import deterministic_tar
     from lib import attention, tuning
+    from lib.pipeline import tir_pipeline
     from lib.targets import target as make_target
     from lib.wasm_link import link_wasm
 
@@ -86,18 +93,18 @@ def propose(args):
             entry["candidates"].append({"function": fn, "config": label})
         tasks.append(entry)
 
-    for name, bh, n_q, n_k, d in SHAPES:
+    for name, bh, n_q, n_k, d, calls in SHAPES[args.family]:
         flops = attention.flops(bh, n_q, n_k, d)
         fused = [(f"{c.mode[0]}{c.threads}x{c.rows}/{c.keys}", attention.kernel(bh, n_q, n_k, d, "float32", "float32", c))
                  for c in configs(d)]
-        task(f"{name} fused", fused[0][1], fused, flops, CALLS[name])
-        for kernel_name, func in plain_kernels(bh, n_q, n_k, d, target).items():
-            task(f"{name} plain {kernel_name}", func, [(None, func)], flops, CALLS[name])
+        task(f"{name} fused", fused[0][1], fused, flops, calls)
+        for kernel_name, func in plain_kernels(bh, n_q, n_k, d, target, args.family).items():
+            task(f"{name} plain {kernel_name}", func, [(None, func)], flops, calls)
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     module = tvm.IRModule(functions).with_attr("system_lib_prefix", PREFIX)
     with tvm.transform.PassContext(opt_level=3):
-        library = tvm.tirx.build(module, target=target)
+        library = tvm.tirx.build(module, target=target, pipeline=tir_pipeline())
     raw = args.work_dir / "candidates.raw.tar"
     library.export_library(str(raw))
     tar = args.work_dir / "candidates.tar"
@@ -112,7 +119,7 @@ def report(args):
     manifest = json.loads((args.work_dir / "candidates.json").read_text())
     measured = {r["function"]: r for r in json.loads((args.work_dir / "measured.json").read_text())["candidates"]}
     rows = []
-    for name, bh, n_q, n_k, d in SHAPES:
+    for name, *_ in SHAPES[args.family]:
         mine = [t for t in manifest["tasks"] if t["task"].split()[0] == name]
         plain = [measured.get(c["function"], {}).get("ms") for t in mine if "plain" in t["task"]
                  for c in t["candidates"]]
@@ -134,6 +141,7 @@ def report(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("propose", "report"))
+    parser.add_argument("--family", choices=sorted(SHAPES), default="sd15")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "build" / "bench-attention")
     parser.add_argument("--runtime-dir", type=Path, default=ROOT / "artifacts" / "tvm-runtime" / "0.27.0.post1")
     args = parser.parse_args()

@@ -74,7 +74,7 @@ def main():
 
     from tvm import relax
 
-    from lib.pipeline import export_pipeline
+    from lib.pipeline import export_pipeline, tir_pipeline
     from lib.targets import target as make_target
 
     if args.target == "webgpu":
@@ -84,7 +84,8 @@ def main():
     else:
         source = paths.lowered
         mod, meta = load_module(source, f"make {source}")
-    executable = relax.build(mod, make_target(args.target), relax_pipeline=export_pipeline())
+    executable = relax.build(mod, make_target(args.target), relax_pipeline=export_pipeline(),
+                             tir_pipeline=tir_pipeline())
 
     out = paths.lib(args.target)
     if args.target == "webgpu":

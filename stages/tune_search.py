@@ -101,10 +101,12 @@ def build_dropping_failures(functions: dict, target):
     finds them by bisection and leaves them out. Returns (library, names of the rejected)."""
     import tvm
 
+    from lib.pipeline import tir_pipeline
+
     def build(names):
         module = tvm.IRModule({n: functions[n] for n in names}).with_attr("system_lib_prefix", PREFIX)
         with tvm.transform.PassContext(opt_level=3):
-            return tvm.tirx.build(module, target=target)
+            return tvm.tirx.build(module, target=target, pipeline=tir_pipeline())
 
     def failing(names):
         try:

@@ -4,8 +4,10 @@
                                            -> 3 compute precision (float16 libraries only)
                                            -> 4 rewrites with load-time weight work
                                            -> 5 fuse attention, legalize and fuse
+                                              (one PrimFunc per distinct kernel)
     tune stage (per target):                6 schedule (MetaSchedule database, then dlight for the rest)
     export-lib stage (per target):          7 lower dataflow -> 8 finalize (memory planning, VM lowering)
+                                           -> TIR: TVM's default pipeline, plus eager conditions in GPU kernels
 
 Each phase is a named list of TVM passes; `run_phases` applies a slice of them and can dump the module
 after each phase (`--dump-ir DIR`), so a reader sees what every phase did. Custom passes would live one per
@@ -61,6 +63,7 @@ def load_time_weight_transforms(winograd: bool = True):
 
 
 def legalize_and_fuse():
+    from .passes.deduplicate_kernels import DeduplicateKernels
     from .passes.fuse_attention import FuseAttention
 
     T = _transform()
@@ -72,6 +75,7 @@ def legalize_and_fuse():
         T.FuseOps(),
         T.FuseTIR(),
         T.DeadCodeElimination(),
+        DeduplicateKernels,
     ]
 
 
@@ -149,6 +153,25 @@ def run_phases(mod, phases, *, target=None, dump_dir: Path | None = None):
             dump_dir.mkdir(parents=True, exist_ok=True)
             (dump_dir / f"{name}.py").write_text(mod.script(show_meta=False))
     return mod
+
+
+TIR_PIPELINE = "websd"
+
+
+def tir_pipeline() -> str:
+    """The name of the TIR pipeline for relax.build / tirx.build (registered on first use): TVM's default, with
+    the GPU kernels' conditions made eager (passes/eager_conditions.py) after its own device passes."""
+    import tvm
+    from tvm import tirx
+
+    from .passes.eager_conditions import EagerConditions
+
+    def factory(**kwargs):
+        lower, finalize_host, finalize_device = tirx.get_tir_pipeline("default", **kwargs)
+        return lower, finalize_host, lambda: tvm.transform.Sequential([finalize_device(), EagerConditions])
+
+    tirx.register_tir_pipeline(TIR_PIPELINE, factory)
+    return TIR_PIPELINE
 
 
 def export_pipeline():

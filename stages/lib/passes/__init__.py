@@ -1,4 +1,5 @@
-"""Project-owned Relax passes, one per file, each named for what it rewrites; listed in lib/pipeline.py."""
+"""Project-owned passes (Relax, and TIR for GPU kernels), one per file, each named for what it rewrites; listed in
+lib/pipeline.py."""
 
 from __future__ import annotations
 
