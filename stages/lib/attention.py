@@ -60,21 +60,30 @@ def reference(q, k_t, v, out_dtype: str):
 
 def worth_fusing(n_q: int, n_k: int, d: int) -> bool:
     """Where the kernel beats the three it replaces (bench/attention_kernels.py on an H200, median of 7
-    interleaved rounds): at d = 40 always (4096 x 4096 self-attention 2.31 vs 3.50 ms, 4096 x 77 cross-attention
-    0.10 vs 0.28); at d = 80 with the 77 text tokens (0.073 vs 0.131) but not at 1024 x 1024 (0.54 vs 0.42: one
-    row per thread only, two would spill the 2 x 80 accumulators)."""
-    return d <= 64 or (d <= MAX_HEAD_DIM and n_k <= 128)
+    interleaved rounds; bench/results/2026-12-02-h200-attention-kernels-sdxl.json for SDXL's shapes):
+    - heads up to 40 wide always (SD 1.5's 4096 x 4096 self-attention 2.31 vs 3.50 ms, 4096 x 77 cross-attention
+      0.10 vs 0.28);
+    - wider heads over the 77 text tokens (d = 80: 0.073 vs 0.131; SDXL's d = 64: 0.66 vs 1.22 ms at 1024 queries,
+      1.11 vs 0.70 at 4096, a wash over a step: 60 calls of the first, 10 of the second);
+    - 64-wide heads over many keys (SDXL's 4096 x 4096: 6.1 vs 13.3 ms), but not over 1024 (1.00 vs 0.68), nor
+      80-wide ones (SD 1.5's 1024 x 1024: 0.54 vs 0.42): one row per thread only, two would spill."""
+    if d > MAX_HEAD_DIM:
+        return False
+    return d <= 40 or n_k <= 128 or (d <= 64 and n_k > 2048)
 
 
 def default_config(bh: int, n_q: int, n_k: int, d: int) -> Config:
-    """The fastest measured configuration per head width (worth_fusing's benchmark): at d <= 64 two rows per
-    thread, streamed keys (18.6 TFLOP/s at 4096 x 4096, d = 40; one row per thread 14.6); wider heads one row
-    per thread. Small problems (the tiny test model) get small unrolled bodies: SwiftShader compiles those in
+    """The fastest measured configuration per head width (worth_fusing's benchmark): up to 40 wide two rows per
+    thread, streamed keys (18.6 TFLOP/s at 4096 x 4096, d = 40; one row per thread 14.6); wider heads one row per
+    thread, blocks of 8 keys (SDXL's d = 64 at 4096 x 4096: 14.0 TFLOP/s, where two rows per thread spill and
+    reach 5.1). Small problems (the tiny test model) get small unrolled bodies: SwiftShader compiles those in
     seconds."""
     if n_q * n_k * d < (1 << 22):
         return Config(threads=64, rows=1, keys=16)
-    if d <= 64:
+    if d <= 40:
         return Config(threads=128, rows=2, keys=16, mode="stream")
+    if d <= 64:
+        return Config(threads=128, rows=1, keys=8)
     return Config(threads=64, rows=1, keys=8)
 
 

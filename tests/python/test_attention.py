@@ -266,6 +266,8 @@ def test_pass_fuses_the_float16_form():
     (16, 16, attention.MAX_HEAD_DIM + 8, False),  # the VAE's 512-wide head: 2 x 512 floats per thread
     (1024, 1024, 80, False),  # measured slower than the three kernels (attention.worth_fusing)
     (64, 77, 80, True),  # the same width over the 77 text tokens: faster
+    (1024, 1024, 64, False),  # SDXL's 32 x 32 level: slower
+    (4096, 4096, 64, True),  # SDXL's 64 x 64 level: twice as fast
 ])
 def test_pass_fuses_where_it_pays(tokens, context, width, fused):
     from lib.passes.fuse_attention import FuseAttention
