@@ -118,12 +118,12 @@ def propose(args):
 def report(args):
     manifest = json.loads((args.work_dir / "candidates.json").read_text())
     measured = {r["function"]: r for r in json.loads((args.work_dir / "measured.json").read_text())["candidates"]}
-    rows = []
-    for name, *_ in SHAPES[args.family]:
+    rows, results = [], {}
+    for name, bh, n_q, n_k, d, calls in SHAPES[args.family]:
         mine = [t for t in manifest["tasks"] if t["task"].split()[0] == name]
-        plain = [measured.get(c["function"], {}).get("ms") for t in mine if "plain" in t["task"]
-                 for c in t["candidates"]]
-        plain_ms = sum(plain) if plain and None not in plain else None
+        plain = {t["task"].split()[-1]: measured.get(c["function"], {}).get("ms") for t in mine if "plain" in t["task"]
+                 for c in t["candidates"]}
+        plain_ms = sum(plain.values()) if plain and None not in plain.values() else None
         fused = [(c["config"], measured.get(c["function"], {})) for t in mine if "fused" in t["task"]
                  for c in t["candidates"]]
         flops = mine[0]["flops"]
@@ -131,11 +131,19 @@ def report(args):
             ms = result.get("ms")
             rows.append((name, config, ms, result.get("spread"), flops / ms / 1e9 if ms else None, plain_ms,
                          result.get("error")))
+        timed = {config: result["ms"] for config, result in fused if "ms" in result}
+        best = min(timed, key=timed.get) if timed else None
+        results[name] = {"shape": f"{bh} x {n_q} x {n_k}, d {d}", "calls_per_step": calls, "flops": flops,
+                         "plain_ms": plain, "plain_total_ms": plain_ms, "fused_ms": timed, "fused_best": best,
+                         "fused_best_tflops": round(flops / timed[best] / 1e9, 1) if best else None}
     print(f"{'shape':8} {'config':10} {'fused ms':>9} {'spread':>7} {'TFLOP/s':>8} {'plain ms':>9}  error")
     for name, config, ms, spread, rate, plain_ms, error in rows:
         fmt = lambda x, spec: format(x, spec) if x is not None else "-"  # noqa: E731
         print(f"{name:8} {config:10} {fmt(ms, '9.3f')} {fmt(spread, '7.3f')} {fmt(rate, '8.1f')} "
               f"{fmt(plain_ms, '9.3f')}  {error or ''}")
+    if args.json:
+        args.json.write_text(json.dumps({"family": args.family, "what": __doc__.split("\n\n")[0], "results": results},
+                                        indent=1) + "\n")
 
 
 def main():
@@ -143,6 +151,7 @@ def main():
     parser.add_argument("action", choices=("propose", "report"))
     parser.add_argument("--family", choices=sorted(SHAPES), default="sd15")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "build" / "bench-attention")
+    parser.add_argument("--json", type=Path, help="report: also write the figures here (bench/results/)")
     parser.add_argument("--runtime-dir", type=Path, default=ROOT / "artifacts" / "tvm-runtime" / "0.27.0.post1")
     args = parser.parse_args()
     propose(args) if args.action == "propose" else report(args)

@@ -60,7 +60,7 @@ def reference(q, k_t, v, out_dtype: str):
 
 def worth_fusing(n_q: int, n_k: int, d: int) -> bool:
     """Where the kernel beats the three it replaces (bench/attention_kernels.py on an H200, median of 7
-    interleaved rounds; bench/results/2026-12-02-h200-attention-kernels-sdxl.json for SDXL's shapes):
+    interleaved rounds; bench/results/2026-12-01-h200-attention-kernels-sdxl.json for SDXL's shapes):
     - heads up to 40 wide always (SD 1.5's 4096 x 4096 self-attention 2.31 vs 3.50 ms, 4096 x 77 cross-attention
       0.10 vs 0.28);
     - wider heads over the 77 text tokens (d = 80: 0.073 vs 0.131; SDXL's d = 64: 0.66 vs 1.22 ms at 1024 queries,
