@@ -275,6 +275,12 @@ def check_weights_folder(weights: Path, fam: Family) -> None:
         raise StageError(f"WEIGHTS={weights}: no such folder; give a diffusers folder "
                          f"(as save_pretrained writes it), or WEIGHTS=tiny or WEIGHTS=random")
     if not weights.is_dir():
+        if weights.suffix in (".safetensors", ".ckpt", ".pt", ".pth"):
+            # diffusers' from_single_file needs the model's diffusers configs and tokenizers, which it downloads.
+            raise StageError(f"WEIGHTS={weights} is a single-file checkpoint, which cannot be read without the "
+                             f"model's diffusers configs and tokenizers; convert it where those are at hand "
+                             f"(diffusers: {fam.pipeline_class}.from_single_file(path).save_pretrained(folder)) "
+                             f"and give WEIGHTS=folder")
         raise StageError(f"WEIGHTS={weights} is a file; give a diffusers folder (unet/, vae/, text_encoder/, "
                          f"tokenizer/, scheduler/ with safetensors weights)")
     index = weights / "model_index.json"

@@ -80,6 +80,18 @@ def test_weights_folder_does_not_exist(tree, artifacts, tmp_path):
     assert_nothing_in(artifacts)
 
 
+@pytest.mark.parametrize("model", ["sd15", "sdxl"])
+def test_single_file_checkpoint(tree, artifacts, tmp_path, model):
+    """A single-file checkpoint (as many models are shared) is named as one, with how to convert it."""
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    result = run_make(model, tree=tree, WEIGHTS=checkpoint, ARTIFACTS=artifacts)
+    pipeline = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}[model]
+    assert_one_line_error(result, f"WEIGHTS={checkpoint} is a single-file checkpoint",
+                          f"{pipeline}.from_single_file(path).save_pretrained(folder)", "WEIGHTS=folder")
+    assert_nothing_in(artifacts)
+
+
 def test_weights_folder_without_vae(tree, artifacts, weights_copy):
     subprocess.run(["rm", "-r", str(weights_copy / "vae")], check=True)
     result = run_make(MODEL, tree=tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
