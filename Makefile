@@ -117,8 +117,16 @@ help:
 	@sed -n '3,5p' Makefile; echo; grep -E '^[a-zA-Z0-9 ()$$_-]+:.*## ' Makefile | sed 's/:.*## /\t/; s/^$$(MODELS)/$(MODELS)/'
 
 # make sd15, make sdxl: every output of the family's variant; make sd15 sdxl builds both, side by side.
+# Under make -n (stages printed, not run) or -q (nothing run) the goal's own line must not claim "up to date",
+# and, marked +, it does not count as work to do (RESTAT below keeps what -n lists and -q counts true).
+SHORT_FLAGS := $(filter-out --%,$(firstword $(MAKEFLAGS)))
+DRY_RUN     := $(findstring n,$(SHORT_FLAGS))$(findstring q,$(SHORT_FLAGS))
 $(MODELS): %: $$(OUTPUTS_$$*) ## build a family: WEIGHTS=tiny|random|<diffusers folder> [VARIANT=name] [PARAM_STORAGE=float32] [WINOGRAD=0] [TARGETS="webgpu cpu"]
+ifeq ($(DRY_RUN),)
 	@echo "$(VARIANT_$*): $(words $(OUTPUTS_$*)) artifacts up to date in $(ARTIFACTS)/$(VARIANT_$*)/ (what ran: $(ARTIFACTS)/$(VARIANT_$*)/build.log)"
+else
+	+@$(if $(findstring n,$(DRY_RUN)),$(info $(VARIANT_$*): make -n listed the stages that would start, if any; a stage after them runs only if a file it reads changes))
+endif
 
 # ---- input checks, at parse time, so a wrong WEIGHTS gets one clear line and nothing starts -----------
 BUILD_GOALS := $(MODELS) reference generate
@@ -181,6 +189,10 @@ SETUP := build/.apt.stamp .venv/.stamp node_modules/.stamp
 
 # ---- stages ---------------------------------------------------------------------------------------------
 # Each rule below is one stage: stages/<stage>.py --variant-dir artifacts/<variant> [--submodule <library>].
+# An output is the target of its stage's stamp with the empty recipe $(RESTAT): make then reads the output's
+# time again. Marked + (run even under make -n), it keeps a dry run truthful: a stage that ran and left its
+# output as it was is not taken for one that will change it, so `make -n` lists only the stages that would start.
+RESTAT := +@
 # `$(call missing,FILE)` adds FORCE when FILE is gone, so a deleted output is remade even if its stamp is not.
 missing = $(if $(wildcard $1),,FORCE)
 STAGE = $(PY) stages/$1.py --variant-dir $(ARTIFACTS)/$2
@@ -195,12 +207,12 @@ $(GENERATED_$1): stages/make_weights.py stages/lib/clip_vocab.py $(LIB) $(call m
 	$$(call say,WEIGHTS,$(A)/$1/weights)
 	$$(Q)$$(call STAGE,make_weights,$1) --size $(WEIGHTS)
 	$$(Q)touch $$@
-$(SRC_$1)/%: $(GENERATED_$1) ;
+$(SRC_$1)/%: $(GENERATED_$1) ; $$(RESTAT)
 endef
 $(foreach v,$(VARIANTS),$(if $(GENERATED_$v),$(eval $(call weights_rule,$v))))
 
 # trace: reads only config.json, so new weights for the same architecture do not re-trace.
-$(A)/%/traced.v1.json: $(A)/%/.trace.stamp ;
+$(A)/%/traced.v1.json: $(A)/%/.trace.stamp ; $(RESTAT)
 $(A)/%/.trace.stamp: $$(call config_of,$$*) stages/trace.py $$(wildcard stages/lib/submodules/*.py) $(LIB) \
 		$$(call generated_of,$$*) $$(call missing,$$(@D)/traced.v1.json) | $(SETUP)
 	$(call say,TRACE,$(@D))
@@ -209,7 +221,7 @@ $(A)/%/.trace.stamp: $$(call config_of,$$*) stages/trace.py $$(wildcard stages/l
 
 # transform: target-independent Relax phases, per library; the float32 library's run also writes the
 # build-time parameter transform (both libraries take the same stored weights).
-$(A)/%/lowered.v1.json $(A)/%/transform_params.v1.json: $(A)/%/.transform.stamp ;
+$(A)/%/lowered.v1.json $(A)/%/transform_params.v1.json: $(A)/%/.transform.stamp ; $(RESTAT)
 $(A)/%/.transform.stamp: $(A)/$$(call variant_of,$$*)/$$(call submodule_of,$$*)/traced.v1.json stages/transform.py \
 		$(LIB) $(PIPELINE) $(A)/$$(call variant_of,$$*)/.option-winograd $$(call missing,$$(@D)/lowered.v1.json) \
 		$$(if $$(call is_float16,$$*),,$$(call missing,$$(@D)/transform_params.v1.json))
@@ -219,7 +231,7 @@ $(A)/%/.transform.stamp: $(A)/$$(call variant_of,$$*)/$$(call submodule_of,$$*)/
 
 # tune: applies artifacts/tuning/<family>/<library>/ (MetaSchedule database); dlight for the rest.
 tuning_dir = $(TUNING)/$(call family_of,$1)/$(call library_of,$1)
-$(A)/%/scheduled.webgpu.v1.json: $(A)/%/.tune.stamp ;
+$(A)/%/scheduled.webgpu.v1.json: $(A)/%/.tune.stamp ; $(RESTAT)
 $(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $$(call tuning_dir,$$*)/database_*.json) stages/tune.py \
 		$(LIB) $(PIPELINE) $$(call missing,$$(@D)/scheduled.webgpu.v1.json)
 	$(call say,TUNE,$(@D))
@@ -227,14 +239,14 @@ $(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $$(call tuning_dir,$$*)/d
 	$(Q)touch $@
 
 # export-lib: each library compiled on its own; WebGPU objects (wasm32 host) and a CPU library.
-$(A)/%/lib.webgpu.v1.tar: $(A)/%/.export-webgpu.stamp ;
+$(A)/%/lib.webgpu.v1.tar: $(A)/%/.export-webgpu.stamp ; $(RESTAT)
 $(A)/%/.export-webgpu.stamp: $(A)/%/scheduled.webgpu.v1.json stages/export_lib.py $(LIB) $(PIPELINE) \
 		$$(call missing,$$(@D)/lib.webgpu.v1.tar)
 	$(call say,EXPORT-LIB,$(@D) webgpu)
 	$(Q)$(call STAGE,export_lib,$(call variant_of,$*)) --submodule $(call library_of,$*) --target webgpu
 	$(Q)touch $@
 
-$(A)/%/lib.cpu.v1.so: $(A)/%/.export-cpu.stamp ;
+$(A)/%/lib.cpu.v1.so: $(A)/%/.export-cpu.stamp ; $(RESTAT)
 $(A)/%/.export-cpu.stamp: $(A)/%/lowered.v1.json stages/export_lib.py $(LIB) $(PIPELINE) \
 		$$(call missing,$$(@D)/lib.cpu.v1.so)
 	$(call say,EXPORT-LIB,$(@D) cpu)
@@ -242,7 +254,7 @@ $(A)/%/.export-cpu.stamp: $(A)/%/lowered.v1.json stages/export_lib.py $(LIB) $(P
 	$(Q)touch $@
 
 # dump-params: the only stage that reads the weights themselves.
-$(A)/%/params.v1/tensor-cache.json: $(A)/%/.params.stamp ;
+$(A)/%/params.v1/tensor-cache.json: $(A)/%/.params.stamp ; $(RESTAT)
 $(A)/%/.params.stamp: $(A)/%/transform_params.v1.json $$(wildcard $$(dir $$(call config_of,$$*))*.safetensors) \
 		$$(call generated_of,$$*) stages/dump_params.py stages/lib/tensor_cache.py $(LIB) \
 		$(A)/$$(call variant_of,$$*)/.option-param-storage $$(call missing,$$(@D)/params.v1/tensor-cache.json)
@@ -268,7 +280,7 @@ $(A)/%/.scheduler.stamp: $$(call src_of,$$*)/scheduler/scheduler_config.json sta
 	$(call say,DUMP-SCHEDULER,$(A)/$*/scheduler.v1)
 	$(Q)$(call STAGE,dump_scheduler,$*) --weights $(call src_of,$*)
 	$(Q)touch $@
-$(foreach v,$(VARIANTS),$(eval $(call scheduler_files,$v): $(A)/$v/.scheduler.stamp ;))
+$(foreach v,$(VARIANTS),$(eval $(call scheduler_files,$v): $(A)/$v/.scheduler.stamp ; $$(RESTAT)))
 
 $(A)/%/.tokenizer.stamp: $$(foreach t,$$(TOKENIZERS_$$(call family_of,$$*)),$$(call src_of,$$*)/$$t/tokenizer_config.json) \
 		stages/dump_tokenizer.py stages/lib/clip_vocab.py $(LIB) $$(call generated_of,$$*) \
@@ -276,13 +288,13 @@ $(A)/%/.tokenizer.stamp: $$(foreach t,$$(TOKENIZERS_$$(call family_of,$$*)),$$(c
 	$(call say,DUMP-TOKENIZER,$(A)/$*/tokenizer.v1)
 	$(Q)$(call STAGE,dump_tokenizer,$*) --weights $(call src_of,$*)
 	$(Q)touch $@
-$(foreach v,$(VARIANTS),$(eval $(call tokenizer_files,$v): $(A)/$v/.tokenizer.stamp ;))
+$(foreach v,$(VARIANTS),$(eval $(call tokenizer_files,$v): $(A)/$v/.tokenizer.stamp ; $$(RESTAT)))
 
 # build-runtime: TVM's C++ web runtime -> wasm objects, once per TVM version (stages/tvm_runtime/ holds the
 # headers the wheel lacks).
 RUNTIME_FILES := $(addprefix $(RUNTIME)/,wasm_runtime.o tvmjs_support.o webgpu_runtime.o)
 # (The stamp sits beside the folder: build_runtime.py replaces the folder as a whole.)
-$(RUNTIME_FILES): $(RUNTIME).stamp ;
+$(RUNTIME_FILES): $(RUNTIME).stamp ; $(RESTAT)
 $(RUNTIME).stamp: stages/build_runtime.py $(shell find stages/tvm_runtime -name '*.h') \
 		$(foreach f,$(RUNTIME_FILES),$(call missing,$(f))) | $(SETUP)
 	$(call say,BUILD-RUNTIME,$(RUNTIME))
@@ -290,7 +302,7 @@ $(RUNTIME).stamp: stages/build_runtime.py $(shell find stages/tvm_runtime -name 
 	$(Q)touch $@
 
 # link: every library's WebGPU objects + the runtime -> the one .wasm the page loads.
-$(foreach v,$(VARIANTS),$(eval $(call wasm_file,$v): $(A)/$v/.link.stamp ;))
+$(foreach v,$(VARIANTS),$(eval $(call wasm_file,$v): $(A)/$v/.link.stamp ; $$(RESTAT)))
 $(A)/%/.link.stamp: $$(foreach l,$$(call libraries_of,$$*),$(A)/$$*/$$l/lib.webgpu.v1.tar) $(RUNTIME_FILES) \
 		stages/export_lib.py stages/lib/wasm_link.py $(LIB) $$(call missing,$$(call wasm_file,$$*))
 	$(call say,LINK,$(call wasm_file,$*))
@@ -300,7 +312,7 @@ $(A)/%/.link.stamp: $$(foreach l,$$(call libraries_of,$$*),$(A)/$$*/$$l/lib.webg
 # manifest: model.json, every file the runtimes load with its size and sha256.
 # Behind a stamp like every stage: model.json keeps its mtime when its bytes do not change, so as a target of
 # its own it stayed older than a rebuilt-but-identical input and reran on every make.
-$(A)/%/model.json: $(A)/%/.manifest.stamp ;
+$(A)/%/model.json: $(A)/%/.manifest.stamp ; $(RESTAT)
 $(A)/%/.manifest.stamp: $$(call manifested,$$*) stages/write_manifest.py $(LIB) \
 		$$(call missing,$(A)/$$*/model.json)
 	$(call say,MANIFEST,$(A)/$*/model.json)

@@ -9,9 +9,10 @@ stage lines make prints (`  TUNE  <dir>`), the lines the stages append to build.
 files (a stage that ran but wrote identical bytes keeps the old file). Nothing in the repository is touched:
 the changes are made to the copy's weights and tuning logs, never to stages/.
 
-`make -q` cannot answer "is it up to date" for this Makefile: a stamp's outputs have empty recipes, and -q
-(like -n) counts an empty recipe as a rebuild, so it reports every output out of date. A real run with
-PY=false answers it instead: any stage that would run fails.
+`make -n` and `make -q` answer from the files' times: they list (or count) the stages whose inputs are newer
+than their stamps, and a stage that ran without changing its output is not taken for one that will (the
+Makefile's RESTAT). What follows such a stage depends on the bytes it will write, which only a real run knows:
+a real run with PY=false answers that (any stage that would run fails).
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ def torch_unet(weights_dir: Path, inputs, cache_meta: dict) -> np.ndarray:
 # ---- no change, no work ------------------------------------------------------------------------------------
 
 
+def dry_run_stages(output: str) -> list[str]:
+    """The stage commands a `make -n` printed, as 'stage submodule' (or 'stage -' for a per-variant one), sorted."""
+    found = re.findall(r"stages/(\w+)\.py --variant-dir \S+(?: --submodule (\S+))?", output)
+    return sorted(f"{stage} {sub or '-'}" for stage, sub in found)
+
+
 def test_second_make_runs_no_stage(build_copy):
     build = build_copy()
     before_files, before_log = snapshot(build.variant), (build.variant / "build.log").read_bytes()
@@ -109,9 +116,16 @@ def test_second_make_runs_no_stage(build_copy):
     assert (build.variant / "build.log").read_bytes() == before_log
     assert changed_files(before_files, snapshot(build.variant)) == set(), "a no-op make touched files"
 
+    # Asked, make says so too: a dry run lists no stage, and -q finds nothing to do (though the build's stages
+    # have left many outputs older than their stamps: the tiny weights, rewritten unchanged, are older than theirs).
+    dry = build.make(MODEL, "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert dry_run_stages(dry.stdout) == [], dry.stdout
+    assert "make -n listed the stages that would start" in dry.stdout
+    assert build.make(MODEL, "-q").returncode == 0
+
     # A changed option shows up in a dry run as every library's transform (WINOGRAD), and the dry run changes
-    # nothing. (A dry run of an up-to-date build still lists stages: an output older than its stamp, as every
-    # unchanged output is, counts as remade under -n.)
+    # nothing.
     switched = build.make(MODEL, "-n", WINOGRAD=0)
     assert switched.returncode == 0, switched.stderr
     assert sorted(re.findall(r"--submodule (\S+) --winograd 0", switched.stdout)) == sorted(LIBRARIES)
@@ -241,10 +255,13 @@ def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path,
         due = build.make(*FAMILIES, TUNING=tuning, PY="false")
         assert due.returncode != 0 and ran(due.stdout, build.variant) == ([], ["LINK"])
 
-    # The same log, touched: tune reruns, writes nothing new, and export-lib does not follow.
+    # The same log, touched: a dry run says tune will run; tune reruns, writes nothing new, and export-lib
+    # does not follow.
     after_tuning = snapshot(build.variant)
     for f in (tuning / fam / "unet").iterdir():
         os.utime(f)
+    dry = build.make(*FAMILIES, "-n", *hold_link, TUNING=tuning)
+    assert dry.returncode == 0 and dry_run_stages(dry.stdout) == ["tune unet"], dry.stdout
     touched = build.make(*FAMILIES, *hold_link, TUNING=tuning)
     assert touched.returncode == 0, touched.stderr
     assert ran(touched.stdout, build.variant) == (["TUNE unet"], [])
@@ -252,6 +269,7 @@ def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path,
 
     again = build.make(*FAMILIES, *hold_link, TUNING=tuning)
     assert again.returncode == 0 and stage_lines(again.stdout) == []
+    assert dry_run_stages(build.make(*FAMILIES, "-n", *hold_link, TUNING=tuning).stdout) == []
     assert snapshot(other_variant) == other_before, f"make {' '.join(FAMILIES)} changed {other}'s files"
 
 
