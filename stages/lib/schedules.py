@@ -1,17 +1,15 @@
-"""Default GPU schedule rules for kernels without a tuning record (TVM's dlight), with WebGPU settings.
+"""Default GPU schedule rules for kernels without a tuning record: this project's rules where they apply, TVM's
+dlight for the rest, with WebGPU settings.
 
-dlight's Matmul rule picks its tile configuration by target kind and has none for WebGPU, whose generic
-default is 8 x 8 threads computing 32 x 32 tiles with a K step of 8. WebGPU runs on the same desktop GPUs
-CUDA does, with the same workgroup memory (at least 16 KiB guaranteed): the CUDA tiles (8 x 16 threads,
-32 x 64 tiles, K step 16) fit within WebGPU's default limits (128 threads of the guaranteed 256; 12 KiB of
-workgroup memory). Loads stay scalar: TVM 0.27 fails to emit WGSL for the float2 ones. Measured on an H100
-(bench/results/): these tiles took the UNet from 470 to 206 ms per step; 16 x 16 threads were no faster
-(234) and 8 x 8 micro tiles twice as slow (440).
+Large products (LARGE_PRODUCT multiply-adds and up: every heavy matmul and convolution of a full-size model)
+get the GEMM template of stages/lib/gemm.py, with the tile its shape calls for. Where the template declines a
+kernel, dlight's Matmul rule takes it, with the CUDA tiles (8 x 16 threads, 32 x 64 tiles, K step 16), which
+fit within WebGPU's default limits: dlight has no WebGPU configuration, and with its generic one (8 x 8
+threads, 32 x 32 tiles) a UNet step took 470 ms on an H100, against 206 with these (bench/results/).
 
-Only large products get the big tiles (LARGE_PRODUCT multiply-adds and up, which every heavy kernel of the
-full-size model is). Small ones gain nothing from them, and SwiftShader, the CPU WebGPU that tests and
-machines without a GPU use, did not finish compiling the tiny model's kernels with them (minutes per kernel,
-memory growing past 18 GB), while the generic tiles compile in seconds.
+Small products keep dlight's generic tiles: big tiles gain nothing there, and SwiftShader, the CPU WebGPU that
+tests and machines without a GPU use, did not finish compiling the tiny model's kernels with dlight's big ones
+(minutes per kernel, memory past 18 GB), while the generic tiles compile in seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +32,8 @@ def default_rules():
     from tvm.s_tir.dlight.analysis.common_analysis import get_root_block
     from tvm.s_tir.dlight.gpu.matmul import get_reduction_blocks
 
+    from . import gemm
+
     WinogradTransforms = _winograd_transforms_rule()
     Attention = _attention_rule()
 
@@ -49,6 +49,13 @@ def default_rules():
                     self.large = bool(blocks) and _multiply_adds(sch, blocks[0]) >= LARGE_PRODUCT
                 except Exception:  # not a matmul-like function; the base rule declines it too
                     self.large = False
+            if self.large and target.kind.name == "webgpu" and self.is_target_available(target):
+                try:
+                    sch = gemm.schedule(func)
+                except Exception:  # noqa: BLE001 - a form the template's primitives refuse: dlight's below
+                    sch = None
+                if sch is not None:
+                    return sch
             return super().apply(func, target, tunable)
 
         def get_configs(self, target):

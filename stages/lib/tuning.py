@@ -1,11 +1,11 @@
 """Kernel tuning for WebGPU: candidate schedules for the heavy kernels of a submodule, and the MetaSchedule
 database (the tuning log) their measurements go into.
 
-The search space is dlight's GEMM template (the schedule every conv and matmul of the default build gets)
-over a grid of tile shapes: threads per workgroup, register tile, K step, unroll. Each candidate is a
-MetaSchedule trace, so the log is an ordinary MetaSchedule JSON database and the build applies it with
-TVM's own MetaScheduleApplyDatabase. The default build's schedule is always a candidate, so a tuned kernel
-is never slower than the default one as measured.
+The search space is two GEMM templates over grids of tile shapes: this project's (stages/lib/gemm.py, the
+default of large products; its configurations are tagged "gemm") and dlight's (threads per workgroup, register
+tile, K step, unroll, load width). Each candidate is a MetaSchedule trace, so the log is an ordinary
+MetaSchedule JSON database and the build applies it with TVM's own MetaScheduleApplyDatabase. The default
+build's schedule is always a candidate, so a tuned kernel is never slower than the default one as measured.
 
 Why not MetaSchedule's own GPU space: it has no rules for the WebGPU target kind, and generated through a
 CUDA target carrying WebGPU's limits, TVM 0.27's samples were all rejected by its own GPU verifier on these
@@ -24,8 +24,24 @@ MAX_THREADS = 256
 MAX_WORKGROUP_BYTES = 16384
 
 
+GEMM = "gemm"
+
+
+def gemm_space() -> list[tuple]:
+    """The gemm template's configurations: ("gemm", threads x, threads y, virtual n, virtual m, K step, unroll),
+    within the workgroup limits, in a fixed order."""
+    from .gemm import Config
+
+    space = []
+    for ty, tx, vn, vm, k in itertools.product((8, 16), (16,), (1, 2), (1, 2), (8, 16)):
+        config = Config(threads_x=tx, threads_y=ty, virtual_n=vn, virtual_m=vm, k_step=k)
+        if config.workgroup_bytes <= MAX_WORKGROUP_BYTES:
+            space.append((GEMM, tx, ty, vn, vm, k, config.unroll))
+    return space
+
+
 def tile_space() -> list[tuple]:
-    """Every tile configuration of the template: (threads x, threads y, micro x, micro y, K step, unroll,
+    """Every tile configuration of dlight's template: (threads x, threads y, micro x, micro y, K step, unroll,
     vector width of the loads into workgroup memory), in a fixed order."""
     space = []
     for tx, ty, mx, my, k, unroll, vector in itertools.product((4, 8, 16, 32), (4, 8, 16, 32), (2, 4, 8), (2, 4, 8),
@@ -41,17 +57,20 @@ def normalize(config) -> tuple | None:
     """A configuration from the log as a tuple; the first rounds' 6-element ones loaded scalars (width 1)."""
     if not config:
         return None
+    if config[0] == GEMM:
+        return tuple(config)
     return tuple(config) + (1,) * (7 - len(config))
 
 
 def proposal_order(task_name: str, best: list[tuple]) -> list[tuple]:
-    """The order in which a kernel's configurations are proposed: first the other load widths of its fastest
-    configurations so far (`best`), then the whole space in a per-kernel random order that is the same in every
-    round, so successive rounds walk through it instead of drawing the same configurations again."""
+    """The order in which a kernel's configurations are proposed: first the gemm template's configurations
+    (few, and the faster template), then the other load widths of its fastest dlight configurations so far
+    (`best`), then dlight's whole space in a per-kernel random order that is the same in every round, so
+    successive rounds walk through it instead of drawing the same configurations again."""
     order = tile_space()
     random.Random(task_name).shuffle(order)
-    near = [c[:6] + (vector,) for c in best for vector in (1, 2, 4) if c[:6] + (vector,) != c]
-    return near + order
+    near = [c[:6] + (vector,) for c in best if c[0] != GEMM for vector in (1, 2, 4) if c[:6] + (vector,) != c]
+    return gemm_space() + near + order
 
 
 def heavy_tasks(mod, target, coverage: float, max_tasks: int):
@@ -97,6 +116,15 @@ def schedule_for(func, target, config):
             if sch is not None:
                 return sch if isinstance(sch, s_tir.Schedule) else sch[0]
         return None
+    if config[0] == GEMM:
+        from . import gemm
+
+        _, tx, ty, vn, vm, k, unroll = config
+        try:
+            return gemm.schedule(func, gemm.Config(threads_x=tx, threads_y=ty, virtual_n=vn, virtual_m=vm, k_step=k,
+                                                   unroll=unroll))
+        except Exception:  # noqa: BLE001 - a form the template's primitives refuse
+            return None
 
     class TiledMatmul(dl.gpu.Matmul):
         def get_configs(self, target):

@@ -12,17 +12,16 @@ use) runs on lavapipe, the one adapter here with shader-f16. Outputs start as Na
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LAVAPIPE_ICD, SWIFTSHADER_ICD, clean_env, lavapipe_env
+from conftest import LAVAPIPE_ICD, SWIFTSHADER_ICD
+from webgpu_kernels import build_wasm, relative_error, run_kernels
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "stages"))
@@ -30,7 +29,6 @@ sys.path.insert(0, str(ROOT / "stages"))
 from lib import attention  # noqa: E402
 from lib.attention import Config  # noqa: E402
 
-PREFIX = "test_attention_"
 # float32 throughout, against float64: a few ulps of the output's scale (measured ~1e-7).
 TOLERANCE = 1e-5
 # float16 inputs (rounded here too, so only the kernel's arithmetic differs): float32 accumulation.
@@ -59,58 +57,12 @@ def numpy_attention(q, k_t, v):
     return np.einsum("bij,bjd->bid", probs, v.astype(np.float64))
 
 
-def relative_error(ours, ref) -> float:
-    return float(np.linalg.norm(ours.astype(np.float64) - ref) / np.linalg.norm(ref))
-
-
 def inputs_for(bh, n_q, n_k, d, scale, seed, dtype=np.float32):
     rng = np.random.default_rng(seed)
     q = (rng.standard_normal((bh, n_q, d)) * scale).astype(dtype)
     k_t = rng.standard_normal((bh, d, n_k)).astype(dtype)
     v = rng.standard_normal((bh, n_k, d)).astype(dtype)
     return q, k_t, v
-
-
-def build_wasm(folder: Path, kernels: dict, runtime: Path) -> Path:
-    """`kernels` ({name: PrimFunc}) compiled for WebGPU and linked with the web runtime into one .wasm."""
-    import tvm
-
-    from export_lib import deterministic_tar
-    from lib.targets import target
-    from lib.wasm_link import link_wasm
-
-    module = tvm.IRModule({n: f.with_attr("global_symbol", n) for n, f in kernels.items()})
-    with tvm.transform.PassContext(opt_level=3):
-        library = tvm.tirx.build(module.with_attr("system_lib_prefix", PREFIX), target=target("webgpu"))
-    library.export_library(str(folder / "raw.tar"))
-    (folder / "kernels.tar").write_bytes(deterministic_tar(folder / "raw.tar"))
-    link_wasm([folder / "kernels.tar"], runtime, folder / "kernels.wasm", shipped=False)
-    return folder / "kernels.wasm"
-
-
-def run_kernels(wasm: Path, folder: Path, calls: list, icd: str, features=()) -> dict:
-    """Runs `calls` ([(kernel, inputs, output shape, output dtype)]) with tests/python/js/run_kernels.mjs on the
-    Vulkan driver `icd` and returns {kernel: output}. Shaders compile at their first call, so a float16 kernel
-    in the library does not stop a run on an adapter without shader-f16 that does not call it."""
-    spec = {"wasm": str(wasm), "prefix": PREFIX, "features": list(features), "calls": []}
-    for name, arrays, shape, dtype in calls:
-        entry = {"fn": name, "inputs": [], "output": {"file": str(folder / f"{name}.out"), "shape": shape,
-                                                      "dtype": dtype}}
-        for i, array in enumerate(arrays):
-            path = folder / f"{name}.{i}.bin"
-            array.tofile(path)
-            entry["inputs"].append({"file": str(path), "dtype": str(array.dtype), "shape": list(array.shape)})
-        spec["calls"].append(entry)
-    (folder / "spec.json").write_text(json.dumps(spec))
-    env = lavapipe_env(folder) if icd == str(LAVAPIPE_ICD) else clean_env(VK_ICD_FILENAMES=icd,
-                                                                           XDG_RUNTIME_DIR=str(folder))
-    result = subprocess.run(["node", "tests/python/js/run_kernels.mjs", str(folder / "spec.json")], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["gpuErrors"] == [], report["gpuErrors"]
-    return {name: np.fromfile(folder / f"{name}.out", dtype=np.dtype(dtype)).reshape(shape)
-            for name, _, shape, dtype in calls}
 
 
 FLOAT16_CASE = (2, 130, 77, 40, Config(64, 2, 32))

@@ -1,4 +1,4 @@
-// Helper of tests/python/test_attention.py: calls single kernels (PrimFuncs) of a linked .wasm on WebGPU (Dawn).
+// Helper of tests/python/webgpu_kernels.py: calls single kernels (PrimFuncs) of a linked .wasm on WebGPU (Dawn).
 //
 //   node run_kernels.mjs SPEC.json
 //
