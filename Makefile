@@ -233,7 +233,7 @@ $(A)/%/.transform.stamp: $(A)/$$(call variant_of,$$*)/$$(call submodule_of,$$*)/
 tuning_dir = $(TUNING)/$(call family_of,$1)/$(call library_of,$1)
 $(A)/%/scheduled.webgpu.v1.json: $(A)/%/.tune.stamp ; $(RESTAT)
 $(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $$(call tuning_dir,$$*)/database_*.json) stages/tune.py \
-		$(LIB) $(PIPELINE) $$(call missing,$$(@D)/scheduled.webgpu.v1.json)
+		$(LIB) $(PIPELINE) $(A)/%/.option-tuning $$(call missing,$$(@D)/scheduled.webgpu.v1.json)
 	$(call say,TUNE,$(@D))
 	$(Q)$(call STAGE,tune,$(call variant_of,$*)) --submodule $(call library_of,$*) --tuning-dir $(call tuning_dir,$*)
 	$(Q)touch $@
@@ -272,6 +272,14 @@ option_changed = $(shell test "$$(cat $1 2>/dev/null)" = '$2' || echo FORCE)
 $(foreach v,$(VARIANTS),$(foreach o,param-storage winograd,$(eval \
   $(A)/$v/.option-$o: $(call option_changed,$(A)/$v/.option-$o,$(OPTION_$o)) ; \
 	$$(Q)mkdir -p $$(@D) && echo '$(OPTION_$o)' > $$@)))
+# A library's tuning log as an option: a checksum of its database files ("none" without them), so that its tune
+# stage reruns when TUNING names another log or the log is removed, and no other library's does (a log
+# changed in place is also a prerequisite of the stage, by its time).
+tuning_log_id = $(if $(wildcard $(call tuning_dir,$1)/database_*.json),$(firstword $(shell cat \
+                  $(sort $(wildcard $(call tuning_dir,$1)/database_*.json)) | cksum)),none)
+$(foreach v,$(VARIANTS),$(foreach l,$(call libraries_of,$v),$(eval \
+  $(A)/$v/$l/.option-tuning: $(call option_changed,$(A)/$v/$l/.option-tuning,$(call tuning_log_id,$v/$l)) ; \
+	$$(Q)mkdir -p $$(@D) && echo '$(call tuning_log_id,$v/$l)' > $$@)))
 
 # dump-scheduler and dump-tokenizer: per variant, from the model's own config files.
 $(A)/%/.scheduler.stamp: $$(call src_of,$$*)/scheduler/scheduler_config.json stages/dump_scheduler.py \

@@ -9,13 +9,25 @@ from pathlib import Path
 from .cli import ARTIFACT_VERSION, StageError, write_bytes_if_changed
 
 FORMAT = "websd-relax-module"
+# The source tree, as the hand-written kernels' TVMScript spans name their files.
+SOURCE_ROOT = str(Path(__file__).resolve().parents[2]) + "/"
 
 
 def save_module(path: Path, mod, meta: dict) -> bool:
     import tvm
 
-    envelope = {"format": FORMAT, "version": ARTIFACT_VERSION, "meta": meta, "ir": tvm.ir.save_json(mod)}
+    envelope = {"format": FORMAT, "version": ARTIFACT_VERSION, "meta": meta, "ir": _portable(tvm.ir.save_json(mod))}
     return write_bytes_if_changed(path, json.dumps(envelope, sort_keys=True).encode())
+
+
+def _portable(ir_json: str) -> str:
+    """TVM's serialisation with source file names (spans of the kernels written in TVMScript) relative to the
+    source tree: the same code builds the same bytes from any checkout, so make does not redo what follows."""
+    document = json.loads(ir_json)
+    for node in document.get("nodes", []):
+        if node.get("type") == "ir.SourceName" and str(node.get("data", "")).startswith(SOURCE_ROOT):
+            node["data"] = node["data"][len(SOURCE_ROOT):]
+    return json.dumps(document, separators=(",", ":"))
 
 
 def load_module(path: Path, made_by: str):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -270,6 +271,17 @@ def test_changed_unet_tuning_log_rebuilds_only_unet_webgpu(build_copy, tmp_path,
     again = build.make(*FAMILIES, *hold_link, TUNING=tuning)
     assert again.returncode == 0 and stage_lines(again.stdout) == []
     assert dry_run_stages(build.make(*FAMILIES, "-n", *hold_link, TUNING=tuning).stdout) == []
+
+    # The log removed (no file time shows that): tune reruns for the UNet alone, and the default schedule comes
+    # back, compiled to the very library the build had before the log.
+    shutil.rmtree(tuning / fam / "unet")
+    dry = build.make(*FAMILIES, "-n", *hold_link, TUNING=tuning)
+    assert dry.returncode == 0 and dry_run_stages(dry.stdout) == ["tune unet"], dry.stdout
+    removed = build.make(*FAMILIES, *hold_link, TUNING=tuning)
+    assert removed.returncode == 0, removed.stderr
+    per_submodule, others = ran(removed.stdout, build.variant)
+    assert per_submodule == ["EXPORT-LIB unet webgpu", "TUNE unet"] and set(others) <= AGGREGATE_STAGES
+    assert tar.read_bytes() == old_tar
     assert snapshot(other_variant) == other_before, f"make {' '.join(FAMILIES)} changed {other}'s files"
 
 
