@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))
 
 PREFIX = "bench_gemm_"
+UNCHECKED = ("kernel timings only, not checked against PyTorch in this run: the template's numbers are checked by "
+             "tests/python/test_gemm.py (SwiftShader and lavapipe against numpy) and on the GPU by a whole-model run "
+             "(bench/gpu_run.sh, against PyTorch)")
 # Per family: (name, M, N, K, calls per UNet step). Rows are batch 2 x tokens.
 SHAPES = {
     "sd15": [("geglu64", 8192, 2560, 320, 2), ("ffout64", 8192, 320, 1280, 2), ("qkvo64", 8192, 320, 320, 8),
@@ -128,8 +131,8 @@ def report(args):
                                  "build_tflops": round(task["flops"] / timed["build"] / 1e9, 1)
                                  if "build" in timed else None}
     if args.json:
-        args.json.write_text(json.dumps({"family": args.family, "what": __doc__.split("\n\n")[0], "results": results},
-                                        indent=1) + "\n")
+        args.json.write_text(json.dumps({"family": args.family, "what": __doc__.split("\n\n")[0], "results": results,
+                                         "checked_against_torch": UNCHECKED}, indent=1) + "\n")
 
 
 def main():
