@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))
 
+from candidates import read_measured, write_candidates  # noqa: E402
+
 PREFIX = "bench_attention_"
 # Per family: (name, batch * heads, query tokens, key tokens, head width, calls per UNet step) of the self- and
 # cross-attentions whose heads the fused kernel takes. SD 1.5 at 64 x 64 latents: 8 heads, 5 transformer blocks
@@ -73,13 +75,8 @@ def plain_kernels(bh, n_q, n_k, d, target, family):
 
 
 def propose(args):
-    import tvm
-
-    from export_lib import deterministic_tar
     from lib import attention, tuning
-    from lib.pipeline import tir_pipeline
     from lib.targets import target as make_target
-    from lib.wasm_link import link_wasm
 
     target = make_target("webgpu")
     functions, tasks = {}, []
@@ -101,23 +98,11 @@ def propose(args):
         for kernel_name, func in plain_kernels(bh, n_q, n_k, d, target, args.family).items():
             task(f"{name} plain {kernel_name}", func, [(None, func)], flops, calls)
 
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    module = tvm.IRModule(functions).with_attr("system_lib_prefix", PREFIX)
-    with tvm.transform.PassContext(opt_level=3):
-        library = tvm.tirx.build(module, target=target, pipeline=tir_pipeline())
-    raw = args.work_dir / "candidates.raw.tar"
-    library.export_library(str(raw))
-    tar = args.work_dir / "candidates.tar"
-    tar.write_bytes(deterministic_tar(raw))
-    raw.unlink()
-    link_wasm([tar], args.runtime_dir, args.work_dir / "candidates.wasm", shipped=False)
-    (args.work_dir / "candidates.json").write_text(json.dumps({"prefix": PREFIX, "tasks": tasks}, indent=1))
-    print(f"{len(functions)} kernels -> {args.work_dir}/candidates.wasm")
+    write_candidates(args.work_dir, functions, tasks, PREFIX, args.runtime_dir, target)
 
 
 def report(args):
-    manifest = json.loads((args.work_dir / "candidates.json").read_text())
-    measured = {r["function"]: r for r in json.loads((args.work_dir / "measured.json").read_text())["candidates"]}
+    manifest, measured = read_measured(args.work_dir)
     rows, results = [], {}
     for name, bh, n_q, n_k, d, calls in SHAPES[args.family]:
         mine = [t for t in manifest["tasks"] if t["task"].split()[0] == name]

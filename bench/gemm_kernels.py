@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))
 
+from candidates import read_measured, write_candidates  # noqa: E402
+
 PREFIX = "bench_gemm_"
 UNCHECKED = ("kernel timings only, not checked against PyTorch in this run: the template's numbers are checked by "
              "tests/python/test_gemm.py (SwiftShader and lavapipe against numpy) and on the GPU by a whole-model run "
@@ -65,13 +67,8 @@ def linear_kernel(m, n, k):
 
 
 def propose(args):
-    import tvm
-
-    from export_lib import deterministic_tar
     from lib import gemm, pipeline, tuning
-    from lib.pipeline import tir_pipeline
     from lib.targets import target as make_target
-    from lib.wasm_link import link_wasm
 
     target = make_target("webgpu")
     database = ROOT / "artifacts" / "tuning" / args.family / "unet"
@@ -95,23 +92,11 @@ def propose(args):
             entry["candidates"].append({"function": fn, "config": label})
         tasks.append(entry)
 
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    module = tvm.IRModule(functions).with_attr("system_lib_prefix", PREFIX)
-    with tvm.transform.PassContext(opt_level=3):
-        library = tvm.tirx.build(module, target=target, pipeline=tir_pipeline())
-    raw = args.work_dir / "candidates.raw.tar"
-    library.export_library(str(raw))
-    tar = args.work_dir / "candidates.tar"
-    tar.write_bytes(deterministic_tar(raw))
-    raw.unlink()
-    link_wasm([tar], args.runtime_dir, args.work_dir / "candidates.wasm", shipped=False)
-    (args.work_dir / "candidates.json").write_text(json.dumps({"prefix": PREFIX, "tasks": tasks}, indent=1))
-    print(f"{len(functions)} kernels -> {args.work_dir}/candidates.wasm")
+    write_candidates(args.work_dir, functions, tasks, PREFIX, args.runtime_dir, target)
 
 
 def report(args):
-    manifest = json.loads((args.work_dir / "candidates.json").read_text())
-    measured = {r["function"]: r for r in json.loads((args.work_dir / "measured.json").read_text())["candidates"]}
+    manifest, measured = read_measured(args.work_dir)
     results = {}
     print(f"{'shape':9} {'config':22} {'ms':>8} {'spread':>7} {'TFLOP/s':>8}  error")
     for task in manifest["tasks"]:
