@@ -108,51 +108,6 @@ def scheduled(case, dtype="float32"):
     return sch.mod["main"]
 
 
-@pytest.fixture(scope="module")
-def kernels_wasm(tiny_build, tmp_path_factory):
-    if shutil.which("node") is None:
-        pytest.skip("needs node")
-    runtime = tiny_build.artifacts / "tvm-runtime" / version("apache-tvm")
-    kernels = {case[0].replace("-", "_"): scheduled(case) for case in CASES}
-    kernels[FLOAT16_CASE[0]] = scheduled(FLOAT16_CASE, "float16")
-    return build_wasm(tmp_path_factory.mktemp("gemm-wasm"), kernels, runtime)
-
-
-@pytest.fixture(scope="module")
-def webgpu_outputs(kernels_wasm, tmp_path_factory):
-    if not os.path.exists(SWIFTSHADER_ICD):
-        pytest.skip("needs SwiftShader (make setup)")
-    calls, expected = [], {}
-    for i, (name, batch, m, n, k, layout, epilogue, _) in enumerate(CASES):
-        x, w, b = inputs_for(batch, m, n, k, layout, epilogue, seed=i)
-        shape = [batch, m, n] if batch else [m, n]
-        calls.append((name.replace("-", "_"), (x, w) if b is None else (x, w, b), shape, "float32"))
-        expected[name] = numpy_reference(x, w, b, layout, epilogue)
-    outputs = run_kernels(kernels_wasm, tmp_path_factory.mktemp("gemm"), calls, SWIFTSHADER_ICD)
-    return {name: (outputs[name.replace("-", "_")], expected[name]) for name in expected}
-
-
-@pytest.mark.parametrize("name", [case[0] for case in CASES])
-def test_gemm_matches_numpy(webgpu_outputs, name):
-    ours, expected = webgpu_outputs[name]
-    assert np.isfinite(ours).all(), "NaN left in the output: a value the kernel did not write"
-    error = relative_error(ours, expected)
-    print(f"{name}: relative error {error:.2e}")
-    assert error < TOLERANCE
-
-
-def test_float16_inputs_on_lavapipe(kernels_wasm, tmp_path):
-    if not LAVAPIPE_ICD.exists():
-        pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
-    name, batch, m, n, k, layout, epilogue, _ = FLOAT16_CASE
-    x, w, b = inputs_for(batch, m, n, k, layout, epilogue, seed=11, dtype=np.float16)
-    out = run_kernels(kernels_wasm, tmp_path, [(name, (x, w, b), [m, n], "float16")], str(LAVAPIPE_ICD),
-                      features=["shader-f16"])[name]
-    error = relative_error(out, numpy_reference(x, w, b, layout, epilogue))
-    print(f"float16 inputs: relative error {error:.2e}")
-    assert np.isfinite(out).all() and error < FLOAT16_TOLERANCE
-
-
 # (name, batch, in channels, size, out channels, kernel size, stride): NCHW with bias, padding kernel // 2
 CONV_CASES = [
     ("conv3x3", 2, 12, 10, 40, 3, 1),
@@ -185,35 +140,74 @@ def numpy_conv(data, weight, bias, stride):
     return out + bias.astype(np.float64)[None, :, None, None]
 
 
+def conv_inputs(case, seed):
+    _, batch, cin, size, cout, ksize, _ = case
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((batch, cin, size, size)).astype(np.float32)
+    weight = (rng.standard_normal((cout, cin, ksize, ksize)) / np.sqrt(cin * ksize * ksize)).astype(np.float32)
+    return data, weight, rng.standard_normal(cout).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
-def conv_outputs(tiny_build, tmp_path_factory):
-    if shutil.which("node") is None or not os.path.exists(SWIFTSHADER_ICD):
-        pytest.skip("needs node and SwiftShader (make setup)")
-    kernels, calls, expected = {}, [], {}
-    for i, (name, batch, cin, size, cout, ksize, stride) in enumerate(CONV_CASES):
-        fn = name.replace("-", "_")
-        sch = gemm.schedule(conv_kernel(batch, cin, size, cout, ksize, stride), SMALL)
-        assert sch is not None, "the template declined a convolution"
-        kernels[fn] = sch.mod["main"]
-        rng = np.random.default_rng(100 + i)
-        data = rng.standard_normal((batch, cin, size, size)).astype(np.float32)
-        weight = (rng.standard_normal((cout, cin, ksize, ksize)) / np.sqrt(cin * ksize * ksize)).astype(np.float32)
-        bias = rng.standard_normal(cout).astype(np.float32)
-        expected[name] = numpy_conv(data, weight, bias, stride)
-        calls.append((fn, (data, weight, bias), list(expected[name].shape), "float32"))
+def kernels_wasm(tiny_build, tmp_path_factory):
+    if shutil.which("node") is None:
+        pytest.skip("needs node")
     runtime = tiny_build.artifacts / "tvm-runtime" / version("apache-tvm")
-    folder = tmp_path_factory.mktemp("gemm-conv")
-    outputs = run_kernels(build_wasm(folder, kernels, runtime), folder, calls, SWIFTSHADER_ICD)
+    kernels = {case[0].replace("-", "_"): scheduled(case) for case in CASES}
+    kernels[FLOAT16_CASE[0]] = scheduled(FLOAT16_CASE, "float16")
+    for case in CONV_CASES:
+        sch = gemm.schedule(conv_kernel(*case[1:]), SMALL)
+        assert sch is not None, "the template declined a convolution"
+        kernels[case[0].replace("-", "_")] = sch.mod["main"]
+    return build_wasm(tmp_path_factory.mktemp("gemm-wasm"), kernels, runtime)
+
+
+@pytest.fixture(scope="module")
+def webgpu_outputs(kernels_wasm, tmp_path_factory):
+    if not os.path.exists(SWIFTSHADER_ICD):
+        pytest.skip("needs SwiftShader (make setup)")
+    calls, expected = [], {}
+    for i, (name, batch, m, n, k, layout, epilogue, _) in enumerate(CASES):
+        x, w, b = inputs_for(batch, m, n, k, layout, epilogue, seed=i)
+        shape = [batch, m, n] if batch else [m, n]
+        calls.append((name.replace("-", "_"), (x, w) if b is None else (x, w, b), shape, "float32"))
+        expected[name] = numpy_reference(x, w, b, layout, epilogue)
+    for i, case in enumerate(CONV_CASES):
+        data, weight, bias = conv_inputs(case, seed=100 + i)
+        expected[case[0]] = numpy_conv(data, weight, bias, case[-1])
+        calls.append((case[0].replace("-", "_"), (data, weight, bias), list(expected[case[0]].shape), "float32"))
+    outputs = run_kernels(kernels_wasm, tmp_path_factory.mktemp("gemm"), calls, SWIFTSHADER_ICD)
     return {name: (outputs[name.replace("-", "_")], expected[name]) for name in expected}
 
 
-@pytest.mark.parametrize("name", [case[0] for case in CONV_CASES])
-def test_convolution_matches_numpy(conv_outputs, name):
-    ours, expected = conv_outputs[name]
+@pytest.mark.parametrize("name", [case[0] for case in CASES])
+def test_gemm_matches_numpy(webgpu_outputs, name):
+    ours, expected = webgpu_outputs[name]
     assert np.isfinite(ours).all(), "NaN left in the output: a value the kernel did not write"
     error = relative_error(ours, expected)
     print(f"{name}: relative error {error:.2e}")
     assert error < TOLERANCE
+
+
+@pytest.mark.parametrize("name", [case[0] for case in CONV_CASES])
+def test_convolution_matches_numpy(webgpu_outputs, name):
+    ours, expected = webgpu_outputs[name]
+    assert np.isfinite(ours).all(), "NaN left in the output: a value the kernel did not write"
+    error = relative_error(ours, expected)
+    print(f"{name}: relative error {error:.2e}")
+    assert error < TOLERANCE
+
+
+def test_float16_inputs_on_lavapipe(kernels_wasm, tmp_path):
+    if not LAVAPIPE_ICD.exists():
+        pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
+    name, batch, m, n, k, layout, epilogue, _ = FLOAT16_CASE
+    x, w, b = inputs_for(batch, m, n, k, layout, epilogue, seed=11, dtype=np.float16)
+    out = run_kernels(kernels_wasm, tmp_path, [(name, (x, w, b), [m, n], "float16")], str(LAVAPIPE_ICD),
+                      features=["shader-f16"])[name]
+    error = relative_error(out, numpy_reference(x, w, b, layout, epilogue))
+    print(f"float16 inputs: relative error {error:.2e}")
+    assert np.isfinite(out).all() and error < FLOAT16_TOLERANCE
 
 
 def test_template_declines_what_is_not_a_matmul():
