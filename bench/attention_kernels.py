@@ -14,7 +14,6 @@ interleaved rounds on random inputs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))
 
-from candidates import read_measured, write_candidates  # noqa: E402
+from candidates import main as command_line, read_measured, write_candidates  # noqa: E402
 
 PREFIX = "bench_attention_"
 # Per family: (name, batch * heads, query tokens, key tokens, head width, calls per UNet step) of the self- and
@@ -131,16 +130,5 @@ def report(args):
                                         indent=1) + "\n")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("propose", "report"))
-    parser.add_argument("--family", choices=sorted(SHAPES), default="sd15")
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "build" / "bench-attention")
-    parser.add_argument("--json", type=Path, help="report: also write the figures here (bench/results/)")
-    parser.add_argument("--runtime-dir", type=Path, default=ROOT / "artifacts" / "tvm-runtime" / "0.27.0.post1")
-    args = parser.parse_args()
-    propose(args) if args.action == "propose" else report(args)
-
-
 if __name__ == "__main__":
-    main()
+    command_line(__doc__, SHAPES, "bench-attention", propose, report)

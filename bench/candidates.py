@@ -3,8 +3,11 @@ that stages/tune_measure.mjs (make tune's measuring step) reads, and its measure
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_candidates(work_dir: Path, functions: dict, tasks: list, prefix: str, runtime_dir: Path, target) -> None:
@@ -35,3 +38,15 @@ def read_measured(work_dir: Path) -> tuple[dict, dict]:
     manifest = json.loads((work_dir / "candidates.json").read_text())
     measured = {r["function"]: r for r in json.loads((work_dir / "measured.json").read_text())["candidates"]}
     return manifest, measured
+
+
+def main(doc: str, families, work_dir: str, propose, report) -> None:
+    """The benchmarks' command line: `propose` or `report`, for one family, in a work dir (build/<work_dir>)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("propose", "report"))
+    parser.add_argument("--family", choices=sorted(families), default="sd15")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "build" / work_dir)
+    parser.add_argument("--json", type=Path, help="report: also write the figures here (bench/results/)")
+    parser.add_argument("--runtime-dir", type=Path, default=ROOT / "artifacts" / "tvm-runtime" / "0.27.0.post1")
+    args = parser.parse_args()
+    propose(args) if args.action == "propose" else report(args)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import LAVAPIPE_ICD, SWIFTSHADER_ICD
-from webgpu_kernels import build_wasm, relative_error, run_kernels
+from webgpu_kernels import assert_matches, build_wasm, relative_error, run_kernels
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "stages"))
@@ -99,11 +99,7 @@ def webgpu_outputs(kernels_wasm, tmp_path_factory):
 
 @pytest.mark.parametrize("name", [case[0] for case in CASES])
 def test_kernel_matches_numpy(webgpu_outputs, name):
-    ours, expected = webgpu_outputs[name]
-    assert np.isfinite(ours).all(), "NaN left in the output: a value the kernel did not write"
-    error = relative_error(ours, expected)
-    print(f"{name}: relative error {error:.2e}")
-    assert error < TOLERANCE
+    assert_matches(*webgpu_outputs[name], TOLERANCE, name)
 
 
 def test_float16_inputs_on_lavapipe(kernels_wasm, tmp_path):
@@ -114,9 +110,7 @@ def test_float16_inputs_on_lavapipe(kernels_wasm, tmp_path):
     q, k_t, v = inputs_for(bh, n_q, n_k, d, 0.16, seed=7, dtype=np.float16)
     out = run_kernels(kernels_wasm, tmp_path, [("float16_inputs", (q, k_t, v), [bh, n_q, d], "float32")],
                       str(LAVAPIPE_ICD), features=["shader-f16"])["float16_inputs"]
-    error = relative_error(out, numpy_attention(q, k_t, v))
-    print(f"float16 inputs: relative error {error:.2e}")
-    assert np.isfinite(out).all() and error < FLOAT16_TOLERANCE
+    assert_matches(out, numpy_attention(q, k_t, v), FLOAT16_TOLERANCE, "float16 inputs")
 
 
 # ---- the pass and the plain definition ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import LAVAPIPE_ICD, SWIFTSHADER_ICD
-from webgpu_kernels import build_wasm, relative_error, run_kernels
+from webgpu_kernels import assert_matches, build_wasm, run_kernels
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "stages"))
@@ -180,22 +180,9 @@ def webgpu_outputs(kernels_wasm, tmp_path_factory):
     return {name: (outputs[name.replace("-", "_")], expected[name]) for name in expected}
 
 
-@pytest.mark.parametrize("name", [case[0] for case in CASES])
-def test_gemm_matches_numpy(webgpu_outputs, name):
-    ours, expected = webgpu_outputs[name]
-    assert np.isfinite(ours).all(), "NaN left in the output: a value the kernel did not write"
-    error = relative_error(ours, expected)
-    print(f"{name}: relative error {error:.2e}")
-    assert error < TOLERANCE
-
-
-@pytest.mark.parametrize("name", [case[0] for case in CONV_CASES])
-def test_convolution_matches_numpy(webgpu_outputs, name):
-    ours, expected = webgpu_outputs[name]
-    assert np.isfinite(ours).all(), "NaN left in the output: a value the kernel did not write"
-    error = relative_error(ours, expected)
-    print(f"{name}: relative error {error:.2e}")
-    assert error < TOLERANCE
+@pytest.mark.parametrize("name", [case[0] for case in CASES + CONV_CASES])
+def test_kernel_matches_numpy(webgpu_outputs, name):
+    assert_matches(*webgpu_outputs[name], TOLERANCE, name)
 
 
 def test_float16_inputs_on_lavapipe(kernels_wasm, tmp_path):
@@ -205,9 +192,7 @@ def test_float16_inputs_on_lavapipe(kernels_wasm, tmp_path):
     x, w, b = inputs_for(batch, m, n, k, layout, epilogue, seed=11, dtype=np.float16)
     out = run_kernels(kernels_wasm, tmp_path, [(name, (x, w, b), [m, n], "float16")], str(LAVAPIPE_ICD),
                       features=["shader-f16"])[name]
-    error = relative_error(out, numpy_reference(x, w, b, layout, epilogue))
-    print(f"float16 inputs: relative error {error:.2e}")
-    assert np.isfinite(out).all() and error < FLOAT16_TOLERANCE
+    assert_matches(out, numpy_reference(x, w, b, layout, epilogue), FLOAT16_TOLERANCE, "float16 inputs")
 
 
 def test_template_declines_what_is_not_a_matmul():

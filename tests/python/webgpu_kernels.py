@@ -63,3 +63,11 @@ def run_kernels(wasm: Path, folder: Path, calls: list, icd: str, features=()) ->
 
 def relative_error(ours, ref) -> float:
     return float(np.linalg.norm(ours.astype(np.float64) - ref) / np.linalg.norm(ref))
+
+
+def assert_matches(ours, expected, tolerance: float, label: str) -> None:
+    """Every value written (outputs start as NaN) and within `tolerance` relative L2 error of `expected`."""
+    assert np.isfinite(ours).all(), f"{label}: NaN left in the output: a value the kernel did not write"
+    error = relative_error(ours, expected)
+    print(f"{label}: relative error {error:.2e}")
+    assert error < tolerance, f"{label}: relative error {error:.2e} (tolerance {tolerance:.0e})"
