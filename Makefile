@@ -277,9 +277,9 @@ $(foreach v,$(VARIANTS),$(foreach o,param-storage winograd,$(eval \
 # changed in place is also a prerequisite of the stage, by its time).
 tuning_log_id = $(if $(wildcard $(call tuning_dir,$1)/database_*.json),$(firstword $(shell cat \
                   $(sort $(wildcard $(call tuning_dir,$1)/database_*.json)) | cksum)),none)
-$(foreach v,$(VARIANTS),$(foreach l,$(call libraries_of,$v),$(eval \
-  $(A)/$v/$l/.option-tuning: $(call option_changed,$(A)/$v/$l/.option-tuning,$(call tuning_log_id,$v/$l)) ; \
-	$$(Q)mkdir -p $$(@D) && echo '$(call tuning_log_id,$v/$l)' > $$@)))
+$(foreach v,$(VARIANTS),$(foreach l,$(call libraries_of,$v),$(eval TUNING_ID_$v/$l := $(call tuning_log_id,$v/$l))$(eval \
+  $(A)/$v/$l/.option-tuning: $(call option_changed,$(A)/$v/$l/.option-tuning,$(TUNING_ID_$v/$l)) ; \
+	$$(Q)mkdir -p $$(@D) && echo '$(TUNING_ID_$v/$l)' > $$@)))
 
 # dump-scheduler and dump-tokenizer: per variant, from the model's own config files.
 $(A)/%/.scheduler.stamp: $$(call src_of,$$*)/scheduler/scheduler_config.json stages/dump_scheduler.py \
