@@ -343,9 +343,9 @@ reference: $(GENERATED_$(VARIANT_$(MODEL))) | $(SETUP) ## PyTorch/diffusers grou
 # Dawn finds a GPU through Vulkan; with none, SwiftShader (Chromium's CPU Vulkan) stands in.
 SWIFTSHADER_ICD := /usr/lib/chromium/vk_swiftshader_icd.json
 GPU_ENV := $(if $(wildcard /dev/nvidia0 /dev/dri/renderD*),,VK_ICD_FILENAMES=$(SWIFTSHADER_ICD))
-generate: $(MODEL) ## WebGPU in Node (Dawn): same options as reference, OUT=file.png
+generate: $(MODEL) ## WebGPU in Node (Dawn): same options as reference, OUT=file.png; SCHEDULER="pndm dpm" OUT=out-{scheduler}.png: one image each, one load
 	$(Q)$(GPU_ENV) node web/node/generate.mjs --model $(ARTIFACTS)/$(VARIANT_$(MODEL))/model.json --prompt "$(PROMPT)" --negative "$(NEGATIVE)" \
-	  --seed $(SEED) --steps $(STEPS) --scheduler $(SCHEDULER) --guidance $(GUIDANCE) --out $(OUT) --quiet
+	  --seed $(SEED) --steps $(STEPS) --scheduler "$(SCHEDULER)" --guidance $(GUIDANCE) --out "$(OUT)" --quiet
 
 # ---- tests: one tiny build shared by every suite -----------------------------------------------------------
 # TEST_ARTIFACTS holds the tiny SD 1.5 with WebGPU and CPU libraries and no tuning log (an empty TUNING of its

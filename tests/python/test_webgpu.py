@@ -5,9 +5,9 @@ errors on bad input, with the tiny SD 1.5 model that conftest builds once per se
 
 WebGPU runs in Node on Dawn (the `webgpu` npm package): on a GPU if the machine has one, else on SwiftShader
 (Chromium's CPU Vulkan driver), as `make generate` picks it. On SwiftShader each node process spends most of its
-time compiling shaders (the first UNet call and the VAE about a minute each on a busy core), so the four long
-runs (the submodule calls and three generations) start together in the background and use every core: about
-3.5 minutes on two shared cores, after the session build. Each is killed, and its test fails, past NODE_TIMEOUT
+time compiling shaders (the first UNet call and the VAE most of a minute each on a busy core), so the four long
+runs (each family's submodule calls, and each family's generations: one `make generate` per family, one image
+per scheduler from one model load) start together in the background and use every core. Each is killed, and its test fails, past NODE_TIMEOUT
 or MEMORY_LIMIT (a shader SwiftShader cannot compile has grown a process to tens of GB).
 
 Submodules: tests/python/js/run_functions.mjs loads the variant's model.json with the page's loader
@@ -23,7 +23,7 @@ libraries may be at most twice that of the float16 libraries' CPU builds. The ru
 that a device without shader-f16 gets the float32 libraries.
 
 Pipeline: `make generate` (web/node/generate.mjs) against diffusers (stages/reference.py, what `make reference`
-runs) with the full-precision weights, for pndm, dpm and euler, same prompt, negative prompt, seed and guidance:
+runs) with the full-precision weights, for every scheduler of each family, same prompt, negative prompt, seed and guidance:
 PSNR >= 30 dB, and neither image flat.
 
 Bad input, through the Node CLI: a tensor cache whose parameter count the library does not take, a missing
@@ -372,24 +372,26 @@ def test_sdxl_vae_stays_float32_where_float16_is_offered(float16_runs):
 
 # ---- the whole pipeline: make generate against make reference -------------------------------------------------
 
-# (family, scheduler): steps (PNDM's 2 steps are 3 UNet calls); every scheduler of each family.
-GENERATIONS = {("sd15", "pndm"): 2, ("sd15", "dpm"): 3, ("sd15", "euler"): 3, ("sdxl", "euler"): 3, ("sdxl", "dpm"): 3}
+# One `make generate` per family, one image per scheduler: the images share one model load, so the shaders
+# compile once per family (most of a run's time on SwiftShader).
+GENERATIONS = {"sd15": ("pndm", "dpm", "euler"), "sdxl": ("euler", "dpm")}
+STEPS = 3
 SETTINGS = dict(PROMPT=PROMPTS[1], NEGATIVE=PROMPTS[0], SEED=4321, GUIDANCE=7.5)
 
 
 @pytest.fixture(scope="module")
 def generations(tiny_build, tmp_path_factory):
-    """{scheduler: (Guarded `make generate`, its PNG)}, all started at once in the background: each node process
-    compiles every shader again, mostly on one core, so together they use the machine's cores."""
+    """{family: (Guarded `make generate SCHEDULER="..."`, its PNG path with {scheduler})}, all started at once
+    in the background: each node process compiles every shader, mostly on one core, so together they use the
+    machine's cores."""
     folder = tmp_path_factory.mktemp("webgpu-generate")
     runs = {}
     try:
-        for (fam, scheduler), steps in GENERATIONS.items():
-            out = folder / f"{fam}-{scheduler}.png"
+        for fam, schedulers in GENERATIONS.items():
+            out = str(folder / f"{fam}-{{scheduler}}.png")
             command = make_command("generate", **tiny_build.variables(
-                MODEL=fam, OUT=out, STEPS=steps, SCHEDULER=scheduler, **SETTINGS))
-            runs[fam, scheduler] = (Guarded(command, cwd=tiny_build.tree, env=clean_env(),
-                                            log=folder / f"{fam}-{scheduler}"), out)
+                MODEL=fam, OUT=out, STEPS=STEPS, SCHEDULER=" ".join(schedulers), **SETTINGS))
+            runs[fam] = (Guarded(command, cwd=tiny_build.tree, env=clean_env(), log=folder / fam), out)
         yield runs
     finally:
         for run, _ in runs.values():
@@ -401,25 +403,25 @@ def psnr(a, b) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-@pytest.mark.parametrize("fam,scheduler", list(GENERATIONS))
+@pytest.mark.parametrize("fam,scheduler", [(f, s) for f, schedulers in GENERATIONS.items() for s in schedulers])
 def test_make_generate_matches_reference(tiny_build, generations, fam, scheduler):
     from PIL import Image
 
     import reference
 
-    steps = GENERATIONS[fam, scheduler]
     # make reference runs stages/reference.py's generate(); here in-process, while make generate runs.
     ref = reference.generate(tiny_build.of(fam).weights, prompt=SETTINGS["PROMPT"], negative=SETTINGS["NEGATIVE"],
-                             seed=SETTINGS["SEED"], steps=steps, scheduler=scheduler,
+                             seed=SETTINGS["SEED"], steps=STEPS, scheduler=scheduler,
                              guidance=SETTINGS["GUIDANCE"], model=fam)
-    run, out = generations[fam, scheduler]
+    run, out = generations[fam]
     result = run.wait()
     assert result.returncode == 0, f"make generate failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    print(f"make generate {fam} {scheduler} {steps} steps: {run.elapsed:.1f}s after its start, peak "
-          f"{run.peak / 2**20:.0f} MiB\n{result.stdout}")
+    print(f"make generate {fam} ({', '.join(GENERATIONS[fam])}) {STEPS} steps: {run.elapsed:.1f}s after its "
+          f"start, peak {run.peak / 2**20:.0f} MiB\n{result.stdout}")
+    out = out.replace("{scheduler}", scheduler)
     with Image.open(out) as png:
         assert png.size == (ref.shape[1], ref.shape[0])
-        assert (png.text["scheduler"], png.text["steps"], png.text["seed"]) == (scheduler, str(steps), "4321")
+        assert (png.text["scheduler"], png.text["steps"], png.text["seed"]) == (scheduler, str(STEPS), "4321")
         ours = np.asarray(png.convert("RGB"))
     assert ref.std() > 10, "diffusers made a flat image: the comparison would prove nothing"
     assert ours.std() > 10, "WebGPU made a flat image"
@@ -522,3 +524,26 @@ def test_no_webgpu_adapter(tiny_build, tmp_path):
     assert "Update the graphics driver" in line
     assert not (tmp_path / "never.png").exists()
     assert elapsed < 20, f"{elapsed:.0f}s to report that there is no adapter"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--scheduler", "pndm,dpm", "--out", "never.png"],
+     "error: generate: 2 schedulers make 2 images: give --out a {scheduler} placeholder, e.g. out-{scheduler}.png"),
+    (["--scheduler", "pndm,ddim", "--out", "never-{scheduler}.png"],
+     'error: generate: sd15-tiny (sd15) has no scheduler "ddim"; use one of'),
+    (["--sampler", "pndm"], "error: generate: Unknown option '--sampler'"),
+], ids=["several-without-placeholder", "one-of-several-unknown", "unknown-option"])
+def test_cli_settings_refused_before_load(tiny_build, tmp_path, args, expected):
+    """Settings the CLI cannot carry out end it before the model loads: one line, nothing written."""
+    result = node(tmp_path, tiny_build.tree / "web/node/generate.mjs", "--model", tiny_build.variant / "model.json",
+                  *args, timeout=30)
+    assert result.returncode == 1
+    assert error_line(result).startswith(expected), result.stderr
+    assert "adapter:" not in result.stdout  # refused before loading
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_help(tiny_build):
+    result = node(tiny_build.tree, "web/node/generate.mjs", "--help", timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: node web/node/generate.mjs --model")

@@ -1,11 +1,13 @@
 // Generation on WebGPU from the command line: the page's runtime (web/runtime/) in Node, on Dawn.
 //
 //   node web/node/generate.mjs --model artifacts/sd15-tiny/model.json --prompt "a cat" [--negative ""]
-//        [--seed 0] [--steps 20] [--scheduler NAME] [--guidance 7.5] --out image.png
+//        [--seed 0] [--steps 20] [--scheduler NAME[,NAME...]] [--guidance 7.5] --out image.png
 //        [--compute auto|float32|float16]
 //
 // Any family the runtime knows (sd15, sdxl: the manifest says which). The scheduler is one of the model's
 // (model.json `schedulers`: sd15 dpm, euler, pndm; sdxl euler, dpm); by default the model's own default.
+// Several schedulers (`--scheduler pndm,dpm,euler`) give one image each from one model load (the load and
+// the first call of each kernel are most of a run's time); --out then names them with `{scheduler}`.
 //
 // `make generate` runs it. With no GPU, Dawn uses SwiftShader when VK_ICD_FILENAMES points at its ICD
 // (the Makefile does that); with a GPU, the GPU. Prints the adapter and per-stage timings.
@@ -23,8 +25,19 @@ import { COMPUTES, checkManifest, loadModel, parseJSON } from "../runtime/load.j
 import { checkScheduler } from "../runtime/pipeline.js";
 import { encodePNG } from "../runtime/png.js";
 
-const { values: opt } = parseArgs({
-  options: {
+const USAGE = `usage: node web/node/generate.mjs --model artifacts/<variant>/model.json [--prompt TEXT]
+       [--negative TEXT] [--seed 0] [--steps 20] [--scheduler NAME[,NAME...]] [--guidance 7.5]
+       [--out generated.png] [--compute auto|float32|float16] [--dawn-toggle NAME ...] [--quiet]`;
+
+function fail(message) {
+  console.error(`error: generate: ${message}`);
+  process.exit(1);
+}
+
+let parsed;
+try {
+  parsed = parseArgs({ options: {
+    help: { type: "boolean", short: "h", default: false },
     model: { type: "string" },
     prompt: { type: "string", default: "" },
     negative: { type: "string", default: "" },
@@ -37,13 +50,18 @@ const { values: opt } = parseArgs({
     quiet: { type: "boolean", default: false },
     // auto: each submodule's float16 library where the adapter has shader-f16, else float32
     compute: { type: "string", default: "auto" },
-  },
-});
-
-function fail(message) {
-  console.error(`error: generate: ${message}`);
-  process.exit(1);
+  } });
+} catch (err) {
+  fail(`${err.message}\n${USAGE}`);
 }
+const opt = parsed.values;
+if (opt.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+
+// "pndm,dpm" or "pndm dpm" (what `make generate SCHEDULER="pndm dpm"` passes)
+const schedulerList = (text) => text.split(/[\s,]+/).filter(Boolean);
 
 async function main() {
   if (!opt.model) fail("--model artifacts/<variant>/model.json is required");
@@ -60,8 +78,13 @@ async function main() {
   };
   // Settings the model cannot take are refused before it loads (a full-size one takes minutes).
   const manifest = checkManifest(parseJSON(await fetchFile(manifestUrl), opt.model), opt.model);
-  const scheduler = opt.scheduler ?? manifest.default_scheduler;
-  checkScheduler(manifest, scheduler);
+  const schedulers = opt.scheduler === undefined ? [manifest.default_scheduler] : schedulerList(opt.scheduler);
+  if (schedulers.length === 0) fail("--scheduler is empty; give one of the model's, or leave it out for its default");
+  for (const scheduler of schedulers) checkScheduler(manifest, scheduler);
+  if (schedulers.length > 1 && !opt.out.includes("{scheduler}")) {
+    fail(`${schedulers.length} schedulers make ${schedulers.length} images: give --out a {scheduler} placeholder, ` +
+         `e.g. out-{scheduler}.png`);
+  }
   const t0 = performance.now();
   const model = await loadModel({ manifestUrl, gpu, fetchFile, compute: opt.compute,
                                   logger: opt.quiet ? () => {} : console.error });
@@ -69,8 +92,15 @@ async function main() {
   console.log(`adapter: ${[info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ") || "unknown"}`);
   console.log(`compute: ${Object.entries(model.libraries).map(([sub, lib]) => `${sub} ${lib.compute}`).join(", ")}`);
   console.log(`load: ${(performance.now() - t0).toFixed(0)} ms`);
-  const settings = { prompt: opt.prompt, negative: opt.negative, seed: Number(opt.seed), steps: Number(opt.steps),
-                     scheduler, guidance: Number(opt.guidance) };
+  for (const scheduler of schedulers) {
+    await generateOne(model, { prompt: opt.prompt, negative: opt.negative, seed: Number(opt.seed),
+                               steps: Number(opt.steps), scheduler, guidance: Number(opt.guidance) },
+                      opt.out.replaceAll("{scheduler}", scheduler));
+  }
+  model.dispose();
+}
+
+async function generateOne(model, settings, out) {
   console.log(`model: ${model.manifest.variant} (${model.manifest.family}), ${settings.scheduler} scheduler`);
   const result = await model.generate({
     ...settings,
@@ -86,12 +116,11 @@ async function main() {
     prompt: settings.prompt, negative_prompt: settings.negative, seed: settings.seed, steps: settings.steps,
     scheduler: settings.scheduler, guidance: settings.guidance, model: model.manifest.variant,
   });
-  mkdirSync(dirname(resolve(opt.out)), { recursive: true });
-  const tmp = `${opt.out}.tmp`;
+  mkdirSync(dirname(resolve(out)), { recursive: true });
+  const tmp = `${out}.tmp`;
   await writeFile(tmp, png);
-  await rename(tmp, opt.out);
-  console.log(`wrote ${opt.out} (${result.width}x${result.height})`);
-  model.dispose();
+  await rename(tmp, out);
+  console.log(`wrote ${out} (${result.width}x${result.height})`);
 }
 
 // The runtime's own errors (and a scheduler the model lacks) are one line for the user; anything else is a bug.
