@@ -30,6 +30,7 @@ const { values: opt } = parseArgs({
     list: { type: "boolean", default: false },
     sync: { type: "boolean", default: false },
     shape: { type: "string" }, // one shape of the family, by name
+    control: { type: "boolean", default: false },
   },
 });
 
@@ -61,6 +62,9 @@ const CONFIGS = [
   { kind: "staged", bm: 128, bn: 128, ks: 32, sgm: 2, sgn: 4 },
   { kind: "staged", bm: 128, bn: 128, ks: 16, sgm: 2, sgn: 4 },
 ];
+// --control: plain float16 kernels without subgroup matrices (one output per thread), on a device made without the
+// unsafe toggles, to tell a fault of subgroup matrices from one of this harness or of Dawn's node bindings.
+const CONTROLS = [4, 8, 16].map((bm) => ({ kind: "naive", bm, bn: 256 / bm, ks: 16, sgm: 1, sgn: 1 }));
 const label = (c) => `${c.kind}-${c.bm}x${c.bn}-k${c.ks}-s${c.sgm}x${c.sgn}`;
 
 const lines = (n, body) => Array.from({ length: n }, (_, i) => body(i)).join("\n");
@@ -94,6 +98,22 @@ function shader(c, m, n, k, spelling) {
     `  ${store("&C", `(row0 + ${i * FRAG}u) * N + col0 + ${j * FRAG}u`, `acc_${i}_${j}`, "N")};`);
   const builtins = `@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32` +
     (multi ? ", @builtin(subgroup_id) sg: u32" : "");
+  if (c.kind === "naive") {
+    return `enable f16;\n${sizes}
+@group(0) @binding(0) var<storage, read> A: array<f16>;
+@group(0) @binding(1) var<storage, read> B: array<f16>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+
+@compute @workgroup_size(${c.bn}, ${c.bm})
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+  var sum = 0.0;
+  for (var k0 = 0u; k0 < K; k0 += 1u) {
+    sum += f32(A[id.y * K + k0]) * f32(B[k0 * N + id.x]);
+  }
+  C[id.y * N + id.x] = sum;
+}
+`;
+  }
   if (c.kind === "direct") {
     return `${header}${sizes}
 @group(0) @binding(0) var<storage, read> A: array<f16>;
@@ -200,14 +220,16 @@ async function main() {
   // Dawn's promises do not keep Node's event loop alive: without a timer the process can end while it awaits one.
   setInterval(() => {}, 1000);
   Object.assign(globalThis, globals);
-  const gpu = create(["enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia"]);
+  const gpu = create(opt.control ? ["enable-dawn-features=vulkan_enable_f16_on_nvidia"]
+                                 : ["enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia"]);
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  const feature = "chromium-experimental-subgroup-matrix";
+  const feature = opt.control ? "shader-f16" : "chromium-experimental-subgroup-matrix";
+  const kernels = opt.control ? CONTROLS : CONFIGS;
   if (!adapter?.features.has(feature)) {
     console.error(`no adapter offers ${feature} here (${adapter ? "features: " + [...adapter.features].join(", ") : "no adapter"})`);
     process.exit(2);
   }
-  const features = [feature, "shader-f16", "subgroups"].filter((f) => adapter.features.has(f));
+  const features = [...new Set([feature, "shader-f16", "subgroups"])].filter((f) => adapter.features.has(f));
   const device = await adapter.requestDevice({
     requiredFeatures: features,
     requiredLimits: { maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
@@ -220,7 +242,7 @@ async function main() {
   const configs = (info.subgroupMatrixConfigs ?? []).map((x) => `${x.componentType}->${x.resultComponentType} ${x.M}x${x.N}x${x.K}`);
   console.log(`subgroup matrix configs: ${configs.join(", ")}`);
   if (opt.list) {
-    console.log(CONFIGS.map(label).join(" "));
+    console.log(kernels.map(label).join(" "));
     process.exit(0);
   }
   let spelling = null;
@@ -252,11 +274,11 @@ async function main() {
   const bufC = storage(most(([, m, n]) => m * n * 4), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
   // Every pipeline is made first, all at once (as the page's runtime does): a pipeline made after a dispatch
   // has run never resolved, or aborted the process, in Dawn's node bindings on the H200.
-  spelling = (await compile(shader(CONFIGS[0], 64, 64, 64, "layout"))).pipeline ? "layout" : "bool";
+  spelling = opt.control ? "none" : (await compile(shader(CONFIGS[0], 64, 64, 64, "layout"))).pipeline ? "layout" : "bool";
   const pipelines = new Map();
   for (const family of families) {
     for (const [name, m, n, k] of SHAPES[family]) {
-      for (const c of CONFIGS) {
+      for (const c of kernels) {
         if ((opt.only && label(c) !== opt.only) || m % c.bm || n % c.bn || k % c.ks) continue;
         pipelines.set(`${family}/${name}/${label(c)}`, await compile(shader(c, m, n, k, spelling)));
         console.error(`compiled ${family}/${name}/${label(c)}`);
@@ -282,7 +304,7 @@ async function main() {
         samples.push([i, j, sum]);
       }
       const flops = 2 * m * n * k;
-      for (const c of CONFIGS) {
+      for (const c of kernels) {
         if (opt.only && label(c) !== opt.only) continue;
         const row = { family, shape: name, m, n, k, kernel: label(c) };
         results.push(row);
