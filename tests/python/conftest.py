@@ -278,18 +278,6 @@ def build_copy(tiny_build, tmp_path):
     return copy
 
 
-# ---- order: the longest files first ------------------------------------------------------------------------------
-# `make test` runs pytest on two workers, each taking whole files in collection order (--dist loadfile). Collected
-# alphabetically, test_webgpu.py (its node processes run for minutes) came last and ran alone at the end with
-# one core idle; started first, the short files fill the gaps beside it. Ranked by their times in `make test`.
-LONGEST_FIRST = ("test_webgpu.py", "test_build_errors.py", "test_build_incremental.py", "test_tuning.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
-
-
 # ---- durations, for `make test`'s list of the slowest tests -----------------------------------------------------
 
 _durations: dict[str, float] = {}
