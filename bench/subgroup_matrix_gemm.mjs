@@ -15,6 +15,14 @@
 // inputs, relative L2 error at most 1e-3, else it is reported as wrong and not timed. Times: median over
 // --repeats submissions of 20 back-to-back dispatches each, after one warm-up submission.
 // With no adapter offering the feature it says so and exits 2.
+//
+// Known fault, not yet understood: the process aborts (std::system_error, futex or pthread mutex assertions) or
+// segfaults after a few kernels, most often at the first kernel of the second shape, on the H200 and on lavapipe
+// alike, with or without subgroup matrices. It reproduces here without a GPU:
+//   VK_ICD_FILENAMES=build/lavapipe/icd.json node bench/subgroup_matrix_gemm.mjs --control --family small
+// Tried without effect: waiting on a mapping instead of queue.onSubmittedWorkDone(), no keep-alive timer,
+// synchronous pipeline creation, never destroying the read-back buffers, keeping every input array alive, a forced
+// GC after each kernel. Until it is found, run a shape per process (--shape).
 
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -38,6 +46,8 @@ const { values: opt } = parseArgs({
 const SHAPES = {
   sd15: [["geglu64", 8192, 2560, 320], ["ffout64", 8192, 320, 1280], ["qkvo64", 8192, 320, 320],
          ["geglu32", 2048, 5120, 640], ["ffout32", 2048, 640, 2560], ["geglu16", 512, 10240, 1280]],
+  // small shapes: for --control on a CPU Vulkan driver (lavapipe), to try the harness without a GPU
+  small: [["s1", 256, 256, 64], ["s2", 512, 256, 128], ["s3", 256, 512, 64]],
   sdxl: [["geglu32", 2048, 10240, 1280], ["ffout32", 2048, 1280, 5120], ["qkvo32", 2048, 1280, 1280],
          ["geglu64", 8192, 5120, 640], ["ffout64", 8192, 640, 2560], ["qkvo64", 8192, 640, 640]],
 };
@@ -261,7 +271,7 @@ async function main() {
     }
   }
 
-  const families = opt.family === "all" ? Object.keys(SHAPES) : [opt.family];
+  const families = opt.family === "all" ? ["sd15", "sdxl"] : [opt.family];
   if (opt.shape) for (const f of families) SHAPES[f] = SHAPES[f].filter(([name]) => name === opt.shape);
   const results = [];
   // One set of buffers, as large as the largest shape needs (buffers made and destroyed per shape crashed
