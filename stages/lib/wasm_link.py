@@ -31,9 +31,9 @@ from .cli import StageError, file_if_changed
 
 RUNTIME_UNITS = ("wasm_runtime.o", "tvmjs_support.o", "webgpu_runtime.o")
 
-# -O2 runs binaryen's wasm-opt over the linked module (a fifth smaller: the runtime's unused code goes): 22 s for
-# the tiny SD 1.5 on an idle two-core machine, against 47 s at -O3 for a file 0.6% smaller (the host code it
-# shrinks only launches kernels). The page's .wasm gets it; a library that never ships (tuning candidates, test
+# -O2 runs binaryen's wasm-opt over the linked module (a fifth smaller: the runtime's unused code goes): for the
+# tiny SD 1.5, 0.47 x the time of -O3 (24.9 s against 52.3, medians of 3 paired runs on two cores) for a file 0.6%
+# larger (the host code -O3 shrinks further only launches kernels). The page's .wasm gets it; a library that never ships (tuning candidates, test
 # kernels, test fixtures) links at -O1, in about a second.
 SHIPPED, UNSHIPPED = "-O2", "-O1"
 EMCC_LINK_FLAGS = (
