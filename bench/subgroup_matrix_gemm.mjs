@@ -16,13 +16,9 @@
 // --repeats submissions of 20 back-to-back dispatches each, after one warm-up submission.
 // With no adapter offering the feature it says so and exits 2.
 //
-// Known fault, not yet understood: the process aborts (std::system_error, futex or pthread mutex assertions) or
-// segfaults after a few kernels, most often at the first kernel of the second shape, on the H200 and on lavapipe
-// alike, with or without subgroup matrices. It reproduces here without a GPU:
-//   VK_ICD_FILENAMES=build/lavapipe/icd.json node bench/subgroup_matrix_gemm.mjs --control --family small
-// Tried without effect: waiting on a mapping instead of queue.onSubmittedWorkDone(), no keep-alive timer,
-// synchronous pipeline creation, never destroying the read-back buffers, keeping every input array alive, a forced
-// GC after each kernel. Until it is found, run a shape per process (--shape).
+// Run on the H200 before the fix below (Dawn's instance held for the whole run), the process aborted or hung after
+// a few kernels; the figures in bench/results/2026-12-01-h200-subgroup-matrix-gemm.json come from a process per
+// shape (--shape). On lavapipe, `--control --family small` showed the fault and its fix without a GPU.
 
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -227,10 +223,10 @@ function randomHalves(count, seed) {
 }
 
 async function main() {
-  // Dawn's promises do not keep Node's event loop alive: without a timer the process can end while it awaits one.
-  setInterval(() => {}, 1000);
   Object.assign(globalThis, globals);
-  const gpu = create(opt.control ? ["enable-dawn-features=vulkan_enable_f16_on_nvidia"]
+  // Held for the whole run: Dawn's instance lives only as long as the object create() returns is reachable, and
+  // once main() no longer used it, a garbage collection destroyed it under the device (aborts, hangs, segfaults).
+  const gpu = globalThis.dawnInstance = create(opt.control ? ["enable-dawn-features=vulkan_enable_f16_on_nvidia"]
                                  : ["enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia"]);
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   const feature = opt.control ? "shader-f16" : "chromium-experimental-subgroup-matrix";
@@ -274,16 +270,14 @@ async function main() {
   const families = opt.family === "all" ? ["sd15", "sdxl"] : [opt.family];
   if (opt.shape) for (const f of families) SHAPES[f] = SHAPES[f].filter(([name]) => name === opt.shape);
   const results = [];
-  // One set of buffers, as large as the largest shape needs (buffers made and destroyed per shape crashed
-  // Dawn's node bindings on the H200).
+  // One set of buffers, as large as the largest shape needs.
   const shapes = families.flatMap((f) => SHAPES[f]);
   const most = (f) => Math.max(...shapes.map(f));
   const storage = (size, usage) => device.createBuffer({ size, usage: usage | GPUBufferUsage.COPY_DST });
   const bufA = storage(most(([, m, , k]) => m * k * 2), GPUBufferUsage.STORAGE);
   const bufB = storage(most(([, , n, k]) => k * n * 2), GPUBufferUsage.STORAGE);
   const bufC = storage(most(([, m, n]) => m * n * 4), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
-  // Every pipeline is made first, all at once (as the page's runtime does): a pipeline made after a dispatch
-  // has run never resolved, or aborted the process, in Dawn's node bindings on the H200.
+  // Every pipeline is made first, as the page's runtime does.
   spelling = opt.control ? "none" : (await compile(shader(CONFIGS[0], 64, 64, 64, "layout"))).pipeline ? "layout" : "bool";
   const pipelines = new Map();
   for (const family of families) {
@@ -347,8 +341,7 @@ async function main() {
         enc.clearBuffer(bufC);
         device.queue.submit([enc.finish()]);
         await run(1);
-        // The sampled rows only, into a fresh buffer per check (mapping one buffer a second time aborted
-        // Dawn's node bindings on the H200).
+        // The sampled rows only.
         const readC = device.createBuffer({ size: samples.length * n * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
         const copy = device.createCommandEncoder();
         samples.forEach(([i], t) => copy.copyBufferToBuffer(bufC, i * n * 4, readC, t * n * 4, n * 4));

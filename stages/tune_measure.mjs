@@ -98,6 +98,7 @@ async function main() {
   const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: limits });
   const profiler = installProfiler(device);
   const handle = await instantiateLibrary(wasm, device, { logger: () => {} });
+  handle.gpuInstance = gpu;  // Dawn's instance must stay reachable for the whole run (see web/runtime/load.js)
   const { tvm } = handle;
   console.log(`tune-measure: ${adapterName}`);
 

@@ -212,6 +212,10 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
   const handle = await instantiateLibrary(wasm, device, { logger, tvmjs });
   handle.adapter = adapter;
   handle.device = device;
+  // The model holds the GPU object it came from: in Node, Dawn's instance lives only while the object the `webgpu`
+  // package's create() returned is reachable, and a garbage collection otherwise destroys it under the device
+  // (aborts and hangs, bench/subgroup_matrix_gemm.mjs found). navigator.gpu in a browser is held anyway.
+  handle.gpuInstance = gpu;
 
   onProgress({ phase: "tokenizer" });
   const tokenizers = {};
