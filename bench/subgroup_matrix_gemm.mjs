@@ -32,7 +32,6 @@ const { values: opt } = parseArgs({
     repeats: { type: "string", default: "5" },
     only: { type: "string" }, // a kernel label, to run one
     list: { type: "boolean", default: false },
-    sync: { type: "boolean", default: false },
     shape: { type: "string" }, // one shape of the family, by name
     control: { type: "boolean", default: false },
   },
@@ -259,7 +258,6 @@ async function main() {
   const layout = device.createPipelineLayout({ bindGroupLayouts: [bindLayout] });
   async function compile(code) {
     const module = device.createShaderModule({ code });
-    if (opt.sync) return { pipeline: device.createComputePipeline({ layout, compute: { module, entryPoint: "main" } }) };
     try {
       return { pipeline: await device.createComputePipelineAsync({ layout, compute: { module, entryPoint: "main" } }) };
     } catch (err) {
