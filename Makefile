@@ -106,7 +106,9 @@ param_files     = $(foreach s,$(WEIGHTED_$(call family_of,$1)),$(ARTIFACTS)/$1/$
 scheduler_files = $(addprefix $(ARTIFACTS)/$1/scheduler.v1/,$(SCHEDULER_FILES_$(call family_of,$1)))
 tokenizer_files = $(foreach t,$(TOKENIZERS_$(call family_of,$1)),$(ARTIFACTS)/$1/tokenizer.v1/$t/tokenizer.json)
 wasm_file       = $(ARTIFACTS)/$1/$(WASM_$(call family_of,$1))
-manifested      = $(call lib_files,$1) $(call param_files,$1) $(call scheduler_files,$1) $(call tokenizer_files,$1) \
+# a float16 library's tensor-core kernels (stages/lib/subgroup_matrix.py), written by its WebGPU export-lib
+sgm_files       = $(if $(filter webgpu,$(TARGETS)),$(foreach l,$(filter %-f16,$(call libraries_of,$1)),$(ARTIFACTS)/$1/$l/subgroup-matrix.v1.json))
+manifested      = $(call lib_files,$1) $(call sgm_files,$1) $(call param_files,$1) $(call scheduler_files,$1) $(call tokenizer_files,$1) \
                   $(call wasm_file,$1)
 outputs         = $(call manifested,$1) $(ARTIFACTS)/$1/model.json
 # What `make <family>` builds in this call (nothing for a family not being built).
@@ -239,9 +241,10 @@ $(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $$(call tuning_dir,$$*)/d
 	$(Q)touch $@
 
 # export-lib: each library compiled on its own; WebGPU objects (wasm32 host) and a CPU library.
-$(A)/%/lib.webgpu.v1.tar: $(A)/%/.export-webgpu.stamp ; $(RESTAT)
+$(A)/%/lib.webgpu.v1.tar $(A)/%/subgroup-matrix.v1.json: $(A)/%/.export-webgpu.stamp ; $(RESTAT)
 $(A)/%/.export-webgpu.stamp: $(A)/%/scheduled.webgpu.v1.json stages/export_lib.py $(LIB) $(PIPELINE) \
-		$$(call missing,$$(@D)/lib.webgpu.v1.tar)
+		stages/lib/subgroup_matrix.py $$(call missing,$$(@D)/lib.webgpu.v1.tar) \
+		$$(if $$(call is_float16,$$*),$$(call missing,$$(@D)/subgroup-matrix.v1.json))
 	$(call say,EXPORT-LIB,$(@D) webgpu)
 	$(Q)$(call STAGE,export_lib,$(call variant_of,$*)) --submodule $(call library_of,$*) --target webgpu
 	$(Q)touch $@

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (device tool), from the repo root, with .gpu, .whl and .bench carried:
-#   bash bench/gpu_run.sh "<variants>" "<webgpu bench options>" [torch] [f16]
+#   bash bench/gpu_run.sh "<variants>" "<webgpu bench options>" [torch] [f16|sgmm]
 # Sets up Node + Dawn (shared/tools/gpu-pack.sh), unpacks .bench/, and for each variant runs bench/webgpu_sd.mjs
 # on seeded weights (stock Dawn: float32 compute where the adapter lacks shader-f16, as on NVIDIA), with f16 a
 # second time with the float16 libraries under Dawn's unsafe vulkan_enable_f16_on_nvidia toggle (reported
-# apart), each writing its correctness check; with torch, bench/torch_reference.py then checks both against
+# apart), with sgmm a third time with their tensor-core kernels (chromium-experimental-subgroup-matrix, under
+# allow_unsafe_apis too), each writing its correctness check; with torch, bench/torch_reference.py then checks both against
 # PyTorch with the same weights on this GPU and times it. Results go to $OUT (at most 8 files come back):
-# gpu.txt, gpu-peak.txt, webgpu-<v>.json, webgpu-<v>-f16.json, torch-<v>.json, the float32 image and PyTorch's.
+# gpu.txt, gpu-peak.txt, webgpu-<v>.json, webgpu-<v>-f16.json, webgpu-<v>-sgmm.json, torch-<v>.json, the float32
+# image and PyTorch's.
 set -uo pipefail
 variants=$1; options=${2:-}; torch=${3:-}; f16=${4:-}
 source bench/gpu_setup.sh
@@ -33,6 +35,11 @@ for v in $variants; do
   if [ -n "$f16" ]; then
     echo "== webgpu $v $options, float16 compute (dawn toggle vulkan_enable_f16_on_nvidia)"
     webgpu "$v" "webgpu-$v-f16.json" "$check" "--compute float16 --dawn-toggle vulkan_enable_f16_on_nvidia"
+  fi
+  if [ "$f16" = sgmm ]; then
+    echo "== webgpu $v $options, float16 with subgroup matrices (dawn toggles allow_unsafe_apis, vulkan_enable_f16_on_nvidia)"
+    webgpu "$v" "webgpu-$v-sgmm.json" "$check" \
+      "--compute subgroup-matrix --dawn-toggle vulkan_enable_f16_on_nvidia --dawn-toggle allow_unsafe_apis"
   fi
   if [ -n "$torch" ]; then
     echo "== torch $v"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs what a benchmark run on the lent GPU machine needs into .bench/ (git-ignored; carry it with .gpu and
-# .whl, which it fills too): the variants' model.json, library, tensor-cache indexes (no shards: weights are seeded there),
+# .whl, which it fills too): the variants' model.json, library, subgroup-matrix kernels, tensor-cache indexes (no shards: weights are seeded there),
 # scheduler and tokenizer files, and the weights folder without its weights (configs and tokenizers, from which
 # PyTorch builds the same models there), xz-compressed; and the two npm packages the runtime imports.
 #   bench/pack.sh artifacts/sd15-tiny artifacts/sd15-random
@@ -11,7 +11,7 @@ cp -a node_modules/@mlc-ai/web-runtime .bench/npm/@mlc-ai/
 cp -a node_modules/@huggingface/tokenizers .bench/npm/@huggingface/
 for variant in "$@"; do
   name=$(basename "$variant")
-  (cd "$variant" && find . -name model.json -o -name '*.wasm' -o -name tensor-cache.json -o -path './scheduler.v1/*.json' \
+  (cd "$variant" && find . -name model.json -o -name '*.wasm' -o -name tensor-cache.json -o -name subgroup-matrix.v1.json -o -path './scheduler.v1/*.json' \
       -o -path './tokenizer.v1/*' -type f -o -path './weights/*' -type f ! -name '*.safetensors' ! -name '*.bin' \
       | grep -v '\.prov\.json$' | tar -cf - -T - ) | xz -T2 -6 > ".bench/$name.tar.xz"
 done

@@ -41,7 +41,8 @@ def peak_memory(run: Path, name: str):
 
 
 CHECK_FIELDS = ("unet_rel_l2_err_vs_torch_fp32", "torch_fp16_unet_rel_l2_err_vs_torch_fp32", "image_psnr_vs_torch_db",
-                "float16_unet_rel_l2_err_vs_torch_fp32", "float16_image_psnr_vs_torch_db", "torch_image_std",
+                "float16_unet_rel_l2_err_vs_torch_fp32", "float16_image_psnr_vs_torch_db",
+                "subgroup_matrix_unet_rel_l2_err_vs_torch_fp32", "subgroup_matrix_image_psnr_vs_torch_db", "torch_image_std",
                 "checks_pass")
 
 
@@ -70,8 +71,11 @@ def main():
     checked = all(k in torch for k in ("unet_rel_l2_err_vs_torch_fp32", "image_psnr_vs_torch_db"))
     passed = checked and all(torch["checks_pass"].values())
     name, driver, memory = [x.strip() for x in (args.run / "gpu.txt").read_text().split(",")]
-    float16_run = args.run / f"webgpu-{args.variant}-f16.json"
-    float16 = json.loads(float16_run.read_text()) if float16_run.exists() else None
+    runs = {}
+    for key, suffix in (("float16", "-f16"), ("subgroup_matrix", "-sgmm")):
+        path = args.run / f"webgpu-{args.variant}{suffix}.json"
+        runs[key] = (json.loads(path.read_text()), path.name) if path.exists() else None
+    float16 = runs["float16"][0] if runs["float16"] else None
     result = {
         "date": datetime.date.today().isoformat(),
         "label": args.label,
@@ -97,22 +101,30 @@ def main():
     result["first_image_ms"] = webgpu.get("first_image_ms")
     if family != "sd15":  # the SDXL issue's name for the same ratio
         result[f"{family}_unet_step_ratio_vs_torch_fp16"] = result["unet_step_ratio_vs_torch_fp16"]
-    if float16:
-        result["float16_unet_step_ratio_vs_torch_fp16"] = round(float16["unet_step_ms"] / torch["unet_fp16_ms"], 2)
-        result["webgpu_float16"] = {
-            "compute": float16.get("compute"), "dawn_toggles": float16.get("dawn_toggles"), **figures(float16),
-            "peak_gpu_memory_mib": peak_memory(args.run, f"webgpu-{args.variant}-f16.json"),
-            "unet_gpu_time_per_step_by_kernel_kind_ms": by_kind(float16, family),
-            "unet_step_ratio_vs_torch_fp16": round(float16["unet_step_ms"] / torch["unet_fp16_ms"], 2),
+    # The float16 libraries (-f16) and the same with their subgroup-matrix kernels (-sgmm), each in its own
+    # section with its own ratio.
+    for key, found in runs.items():
+        if not found:
+            continue
+        run, file = found
+        result[f"{key}_unet_step_ratio_vs_torch_fp16"] = round(run["unet_step_ms"] / torch["unet_fp16_ms"], 2)
+        result[f"webgpu_{key}"] = {
+            "compute": run.get("compute"), "dawn_toggles": run.get("dawn_toggles"), **figures(run),
+            "peak_gpu_memory_mib": peak_memory(args.run, file),
+            "unet_gpu_time_per_step_by_kernel_kind_ms": by_kind(run, family),
+            "unet_step_ratio_vs_torch_fp16": result[f"{key}_unet_step_ratio_vs_torch_fp16"],
             "top_kernels": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in x.items()}
-                            for x in float16.get("profile", [])[:15]],
+                            for x in run.get("profile", [])[:15]],
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{args.label} ({result['checked_against_torch']} against PyTorch): unet {result['webgpu']['unet_step_ms']:.1f} ms/step, ratio vs torch fp16 "
           f"{result['unet_step_ratio_vs_torch_fp16']}"
           + (f"; float16 compute {float16['unet_step_ms']:.1f} ms/step, ratio "
-             f"{result['webgpu_float16']['unet_step_ratio_vs_torch_fp16']}" if float16 else "") + f" -> {args.out}")
+             f"{result['webgpu_float16']['unet_step_ratio_vs_torch_fp16']}" if float16 else "")
+          + (f"; subgroup matrix {runs['subgroup_matrix'][0]['unet_step_ms']:.1f} ms/step, ratio "
+             f"{result['subgroup_matrix_unet_step_ratio_vs_torch_fp16']}" if runs["subgroup_matrix"] else "")
+          + f" -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ From what `webgpu_sd.mjs --check CHECK_DIR` wrote, it reports:
   inputs (TF32 off: plain fp32, as WebGPU computes); at most 1e-3 to pass;
 - float16_unet_rel_l2_err_vs_torch_fp32 beside torch_fp16_unet_rel_l2_err_vs_torch_fp32: the float16
   libraries' error and PyTorch fp16's own; at most twice PyTorch's to pass;
-- image_psnr_vs_torch_db (and float16_...): WebGPU's first generated image against diffusers' pipeline in fp32
+- subgroup_matrix_unet_rel_l2_err_vs_torch_fp32: the same for the float16 libraries with their tensor-core
+  (subgroup-matrix) kernels, where a run used them (webgpu_sd.mjs --compute subgroup-matrix);
+- image_psnr_vs_torch_db (and float16_..., subgroup_matrix_...): WebGPU's first generated image against diffusers' pipeline in fp32
   on this GPU, with the same weights, noise, scheduler and steps; at least 30 dB to pass.
 Then the per-call time of the same UNet function (the project's guided UNet: batch 2 inside, the guidance
 combination) in fp16 and fp32 eager, in alternating blocks: eager fp16 is bound by the host launching ~1000
@@ -103,6 +105,10 @@ def host_cpu() -> str:
     return "unknown"
 
 
+# What each WebGPU run wrote (unet-<compute>.f32, check-<compute>.json) and its fields' prefix.
+COMPUTES = (("float32", ""), ("float16", "float16_"), ("subgroup-matrix", "subgroup_matrix_"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", type=Path, required=True, help="the built variant (model.json, weights/ configs)")
@@ -133,7 +139,7 @@ def main():
         out16 = guided["fp16"](*[x.half() for x in inputs]).float().cpu().numpy()
     result["torch_fp16_unet_rel_l2_err_vs_torch_fp32"] = rel_l2(out16, out32)
     checks = {}
-    for compute, prefix in (("float32", ""), ("float16", "float16_")):
+    for compute, prefix in COMPUTES:
         path = args.check / f"unet-{compute}.f32"
         if path.exists():
             err = rel_l2(np.fromfile(path, np.float32).reshape(out32.shape), out32)
@@ -145,7 +151,7 @@ def main():
     from PIL import Image
 
     pipe = diffusers_reference.from_parts(fam, models, weights).to(device)
-    for compute, prefix in (("float32", ""), ("float16", "float16_")):
+    for compute, prefix in COMPUTES:
         settings_path = args.check / f"check-{compute}.json"
         if not settings_path.exists():
             continue

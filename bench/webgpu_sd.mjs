@@ -2,11 +2,12 @@
 //
 //   node bench/webgpu_sd.mjs --model artifacts/sd15-random/model.json [--steps 20] [--scheduler dpm]
 //        [--seeded-weights] [--check DIR] [--runs 2] [--json out.json] [--dawn-toggle allow_unsafe_apis ...]
-//        [--compute auto|float32|float16]
+//        [--compute auto|float32|float16|subgroup-matrix]
 //
 // --compute picks the libraries as the page does (auto: float16 where the adapter has shader-f16). Dawn on
 // NVIDIA exposes shader-f16 only with --dawn-toggle vulkan_enable_f16_on_nvidia (an unsafe toggle that
-// browsers do not set): report such runs apart from the stock float32 ones.
+// browsers do not set): report such runs apart from the stock float32 ones. subgroup-matrix adds the float16
+// libraries' tensor-core kernels (Dawn: allow_unsafe_apis as well).
 //
 // --seeded-weights makes every checkpoint tensor from its name (bench/seeded_weights.mjs) instead of reading
 // shards, and the library's own transform turns them into its weights on the GPU: full-size weights cannot
@@ -61,11 +62,15 @@ async function checkUNet(model, dir) {
   try {
     const args = arrays.map((a, i) => toGPU(handle, a, inputs[i].shape));
     const out = await readTensor(handle, model.vms.unet.fn("unet")(...args, ...model.params.unet));
-    await writeFile(join(dir, `unet-${libraries.unet.compute}.f32`), new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+    await writeFile(join(dir, `unet-${checkName(libraries.unet)}.f32`), new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
   } finally {
     tvm.endScope();
   }
 }
+
+// The name a run's check files carry: the UNet library's compute, or subgroup-matrix where its tensor-core
+// kernels ran.
+const checkName = (library) => (library.subgroupMatrix ? "subgroup-matrix" : library.compute);
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
@@ -88,7 +93,7 @@ async function main() {
   const loadMs = performance.now() - t0;
   const info = model.handle.adapter.info ?? {};
   const adapter = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
-  const compute = Object.fromEntries(Object.entries(model.libraries).map(([sub, lib]) => [sub, lib.compute]));
+  const compute = Object.fromEntries(Object.entries(model.libraries).map(([sub, lib]) => [sub, checkName(lib)]));
   console.log(`load phases (ms from start): ${loadPhases.map((p) => `${p.phase}${p.submodule ? " " + p.submodule : ""}` +
     `${p.total ? ` ${p.done}/${p.total}` : ""} ${p.ms}`).join(", ")}`);
   console.log(`adapter: ${adapter}; load ${loadMs.toFixed(0)} ms; compute ${JSON.stringify(compute)}; ` +
@@ -99,7 +104,7 @@ async function main() {
     const settings = { prompt: PROMPT, negative: "", seed: r, steps: Number(opt.steps), scheduler, guidance: 7.5 };
     const res = await model.generate(settings);
     if (opt.check && r === 0) {
-      const suffix = model.libraries.unet.compute;
+      const suffix = checkName(model.libraries.unet);
       await writeFile(join(opt.check, `image-${suffix}.png`), await encodePNG(res.rgba, res.width, res.height));
       await writeFile(join(opt.check, `check-${suffix}.json`), JSON.stringify({ ...settings, compute }, null, 1));
     }

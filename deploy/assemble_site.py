@@ -98,6 +98,7 @@ def variant_files(variant_dir: Path) -> tuple[dict, list[dict]]:
     files = [manifest["wasm"], *(rec for folder in manifest["tokenizers"].values() for rec in folder.values()),
              *manifest["schedulers"].values()]
     for sub in manifest["submodules"].values():
+        files += [lib["subgroup_matrix"] for lib in sub["libraries"].values() if "subgroup_matrix" in lib]
         if "params" not in sub:
             continue
         files.append(sub["params"])
@@ -140,7 +141,10 @@ def hosted_manifest(manifest: dict, base: str) -> dict:
         "wasm": at(manifest["wasm"]),
         "tokenizers": {folder: {name: at(rec) for name, rec in files.items()} for folder, files in manifest["tokenizers"].items()},
         "schedulers": {name: at(rec) for name, rec in manifest["schedulers"].items()},
-        "submodules": {sub: ({**rec, "params": at(rec["params"])} if "params" in rec else rec)
+        "submodules": {sub: {**rec, "libraries": {compute: ({**lib, "subgroup_matrix": at(lib["subgroup_matrix"])}
+                                                            if "subgroup_matrix" in lib else lib)
+                                                   for compute, lib in rec["libraries"].items()},
+                             **({"params": at(rec["params"])} if "params" in rec else {})}
                        for sub, rec in manifest["submodules"].items()},
     }
 

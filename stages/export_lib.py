@@ -39,6 +39,19 @@ def deterministic_tar(src: Path) -> bytes:
     return out.getvalue()
 
 
+def write_subgroup_matrix_kernels(paths, scheduled, executable, fam) -> int:
+    """The float16 library's tensor-core replacements of its eligible kernels (stages/lib/subgroup_matrix.py),
+    from the lowered module (the kernels' form), the scheduled one (their grid) and TVM's WGSL (their bindings)."""
+    from lib import subgroup_matrix
+
+    (webgpu,) = [m for llvm in executable.mod.imports for m in llvm.imports if m.kind == "webgpu"]
+    lowered, _ = load_module(paths.lowered, f"make {paths.lowered}")
+    kernels = subgroup_matrix.library_kernels(lowered, scheduled, subgroup_matrix.split_wgsl(webgpu.inspect_source()),
+                                              fam.system_lib_prefix(paths.base_submodule, paths.compute))
+    write_bytes_if_changed(paths.subgroup_matrix_kernels, subgroup_matrix.kernels_file(kernels))
+    return len(kernels)
+
+
 def link(paths, fam, runtime_dir: Path) -> None:
     from lib.cli import ArtifactPaths, library_name
     from lib.wasm_link import link_wasm
@@ -93,6 +106,10 @@ def main():
             executable.export_library(str(raw))
             wrote = write_bytes_if_changed(out, deterministic_tar(raw))
         out.with_suffix(".raw.tar").unlink(missing_ok=True)
+        if paths.compute == "float16":
+            count = write_subgroup_matrix_kernels(paths, mod, executable, fam)
+            print(f"export-lib {paths.variant}/{paths.submodule}: {count} subgroup-matrix kernel(s) -> "
+                  f"{paths.subgroup_matrix_kernels}")
     else:
         with file_if_changed(out) as tmp:
             executable.export_library(str(tmp))

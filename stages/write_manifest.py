@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lib.cli import (ArtifactPaths, StageError, library_name, log_stage,  # noqa: E402
                      paths_from, run_stage, sha256_file, stage_parser, write_json_if_changed)
+from lib import subgroup_matrix  # noqa: E402
 from lib.models import family  # noqa: E402
 from lib.relax_io import load_meta  # noqa: E402
 from lib.schedulers import FILES  # noqa: E402
@@ -68,6 +69,13 @@ def main():
                                      **({"transform": f["transform"]} if f.get("transform") else {})}
                               for name, f in meta["functions"].items()},
             }
+        if "float16" in libraries:
+            kernels = ArtifactPaths(root, library_name(sub.name, "float16")).subgroup_matrix_kernels
+            listed = json.loads(kernels.read_text())["kernels"] if kernels.exists() else {}
+            if listed:
+                # tensor-core kernels that replace some of the float16 library's where the device has `features`
+                libraries["float16"]["subgroup_matrix"] = {**file_record(root, kernels, make), "kernels": len(listed),
+                                                           "features": list(subgroup_matrix.FEATURES)}
         record = {"libraries": libraries}
         if sub.folder:
             cache = ArtifactPaths(root, sub.name).params_dir / "tensor-cache.json"

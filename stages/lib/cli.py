@@ -111,6 +111,11 @@ class ArtifactPaths:
         return self._file(f"lib.{target}", "so" if target == "cpu" else "tar")
 
     @property
+    def subgroup_matrix_kernels(self) -> Path:
+        """A float16 library's tensor-core kernels (stages/lib/subgroup_matrix.py), beside its WebGPU objects."""
+        return self._file("subgroup-matrix", "json")
+
+    @property
     def params_dir(self) -> Path:
         return self.variant_dir / self.base_submodule / f"params.v{ARTIFACT_VERSION}"
 

@@ -18,7 +18,8 @@ PREFIX = "test_kernels_"
 
 
 def build_wasm(folder: Path, kernels: dict, runtime: Path) -> Path:
-    """`kernels` ({name: PrimFunc}) compiled for WebGPU and linked with the web runtime into one .wasm."""
+    """`kernels` ({name: PrimFunc}) compiled for WebGPU and linked with the web runtime into one .wasm (TVM's
+    WGSL of them beside it, as kernels.wgsl)."""
     import tvm
 
     from export_lib import deterministic_tar
@@ -30,17 +31,21 @@ def build_wasm(folder: Path, kernels: dict, runtime: Path) -> Path:
     with tvm.transform.PassContext(opt_level=3):
         library = tvm.tirx.build(module.with_attr("system_lib_prefix", PREFIX), target=target("webgpu"),
                                  pipeline=tir_pipeline())
+    (webgpu,) = [m for m in library.imports if m.kind == "webgpu"]
+    (folder / "kernels.wgsl").write_text(webgpu.inspect_source())
     library.export_library(str(folder / "raw.tar"))
     (folder / "kernels.tar").write_bytes(deterministic_tar(folder / "raw.tar"))
     link_wasm([folder / "kernels.tar"], runtime, folder / "kernels.wasm", shipped=False)
     return folder / "kernels.wasm"
 
 
-def run_kernels(wasm: Path, folder: Path, calls: list, icd: str, features=()) -> dict:
+def run_kernels(wasm: Path, folder: Path, calls: list, icd: str, features=(), replacements=None) -> dict:
     """Runs `calls` ([(kernel, inputs, output shape, output dtype)]) on the Vulkan driver `icd` and returns
     {kernel: output}. Shaders compile at their first call, so a float16 kernel in the library does not stop a
-    run on an adapter without shader-f16 that does not call it."""
-    spec = {"wasm": str(wasm), "prefix": PREFIX, "features": list(features), "calls": []}
+    run on an adapter without shader-f16 that does not call it. `replacements` ({WGSL kernel name: WGSL}) take
+    the place of the library's own kernels, as the runtime's replaceKernels does for subgroup matrices."""
+    spec = {"wasm": str(wasm), "prefix": PREFIX, "features": list(features), "calls": [],
+            "replacements": replacements or {}}
     for name, arrays, shape, dtype in calls:
         entry = {"fn": name, "inputs": [], "output": {"file": str(folder / f"{name}.out"), "shape": shape,
                                                       "dtype": dtype}}
@@ -57,6 +62,7 @@ def run_kernels(wasm: Path, folder: Path, calls: list, icd: str, features=()) ->
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["gpuErrors"] == [], report["gpuErrors"]
+    assert report["replaced"] == sorted(replacements or {}), "a replacement kernel was not the one created"
     return {name: np.fromfile(folder / f"{name}.out", dtype=np.dtype(dtype)).reshape(shape)
             for name, _, shape, dtype in calls}
 

@@ -424,6 +424,7 @@ function loadModel(id) {
     const computes = [...new Set(Object.values(info.compute ?? {}))];
     status(`${entry.label} is ready`, `Loaded in ${formatSeconds(performance.now() - started)}` +
       (computes.includes("float16") ? ", computing in float16 (this GPU has shader-f16)" : "") +
+      (info.tensorCores?.length ? ` with tensor cores (subgroup matrices) in the ${info.tensorCores.join(", ")}` : "") +
       (info.warning ? `. ${info.warning}` : info.persistent ? "; kept in this browser for next time." : "."));
     setState("ready");
     schedulePromptFit();

@@ -142,6 +142,8 @@ async function load({ modelUrl }, { id, progress }) {
       adapter: describeAdapter(model.handle.adapter),
       // the dtype each submodule computes in: float16 where the GPU has shader-f16 and the model a float16 library
       compute: Object.fromEntries(Object.entries(model.libraries).map(([sub, lib]) => [sub, lib.compute])),
+      // submodules whose float16 library runs its tensor-core (subgroup-matrix) kernels
+      tensorCores: Object.entries(model.libraries).filter(([, lib]) => lib.subgroupMatrix).map(([sub]) => sub),
       persistent: store.persistent,
       warning: store.quotaError?.message,
       network: store.stats.network.map(label),

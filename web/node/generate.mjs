@@ -2,7 +2,7 @@
 //
 //   node web/node/generate.mjs --model artifacts/sd15-tiny/model.json --prompt "a cat" [--negative ""]
 //        [--seed 0] [--steps 20] [--scheduler NAME[,NAME...]] [--guidance 7.5] --out image.png
-//        [--compute auto|float32|float16]
+//        [--compute auto|float32|float16|subgroup-matrix]
 //
 // Any family the runtime knows (sd15, sdxl: the manifest says which). The scheduler is one of the model's
 // (model.json `schedulers`: sd15 dpm, euler, pndm; sdxl euler, dpm); by default the model's own default.
@@ -27,7 +27,7 @@ import { encodePNG } from "../runtime/png.js";
 
 const USAGE = `usage: node web/node/generate.mjs --model artifacts/<variant>/model.json [--prompt TEXT]
        [--negative TEXT] [--seed 0] [--steps 20] [--scheduler NAME[,NAME...]] [--guidance 7.5]
-       [--out generated.png] [--compute auto|float32|float16] [--dawn-toggle NAME ...] [--quiet]`;
+       [--out generated.png] [--compute auto|float32|float16|subgroup-matrix] [--dawn-toggle NAME ...] [--quiet]`;
 
 function fail(message) {
   console.error(`error: generate: ${message}`);
@@ -90,7 +90,8 @@ async function main() {
                                   logger: opt.quiet ? () => {} : console.error });
   const info = model.handle.adapter.info ?? {};
   console.log(`adapter: ${[info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ") || "unknown"}`);
-  console.log(`compute: ${Object.entries(model.libraries).map(([sub, lib]) => `${sub} ${lib.compute}`).join(", ")}`);
+  console.log(`compute: ${Object.entries(model.libraries).map(([sub, lib]) =>
+    `${sub} ${lib.compute}${lib.subgroupMatrix ? " (subgroup matrices)" : ""}`).join(", ")}`);
   console.log(`load: ${(performance.now() - t0).toFixed(0)} ms`);
   for (const scheduler of schedulers) {
     await generateOne(model, { prompt: opt.prompt, negative: opt.negative, seed: Number(opt.seed),

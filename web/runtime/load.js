@@ -10,7 +10,7 @@ import { verify } from "./integrity.js";
 import { checkTensorCache, loadTensorCache } from "./params.js";
 import { pipelineClass } from "./pipeline.js";
 import { loadTokenizer } from "./tokenizer.js";
-import { compileShaders, deviceLimits, instantiateLibrary, openVM, prepareParams, softwareAdapter } from "./tvm.js";
+import { compileShaders, deviceLimits, instantiateLibrary, openVM, prepareParams, replaceKernels, softwareAdapter } from "./tvm.js";
 
 export const MANIFEST_FORMAT = "websd-model";
 // 2: libraries per compute dtype; 3: families (text_encoders, tokenizers by folder, the family's schedulers and
@@ -53,6 +53,16 @@ export function checkManifest(manifest, url) {
 export const schedulerNames = (manifest) =>
   [manifest.default_scheduler, ...Object.keys(manifest.schedulers).filter((n) => n !== manifest.default_scheduler)];
 
+/** A subgroup-matrix kernels file (stages/lib/subgroup_matrix.py) -> {kernel name: WGSL}; a FormatError naming `url`
+ * if it is not one. */
+export function checkSubgroupMatrixKernels(file, url) {
+  if (file?.format !== "websd-subgroup-matrix-kernels" || file.version !== 1 || typeof file.kernels !== "object" ||
+      !Object.values(file.kernels).every((code) => typeof code === "string")) {
+    throw new FormatError(`${url} is not a version 1 subgroup-matrix kernels file; rebuild the model`);
+  }
+  return file.kernels;
+}
+
 /**
  * Every file a model needs, in download order: [{url, sha256, bytes, kind}] (weight indexes also name their
  * `submodule`). Shards are listed once the tensor-cache files are known, so this takes the parsed caches
@@ -70,33 +80,55 @@ export function modelFiles(manifest, manifestUrl) {
 }
 
 // Which of a submodule's libraries to run: "auto" takes each submodule's float16 library where the device
-// has its features (shader-f16), "float32" always the float32 one, "float16" insists on float16.
-export const COMPUTES = ["auto", "float32", "float16"];
+// has its features (shader-f16), with its subgroup-matrix (tensor-core) kernels where the device has those
+// too; "float32" always the float32 one; "float16" insists on float16 and keeps TVM's own kernels;
+// "subgroup-matrix" insists on float16 with the tensor-core kernels.
+export const COMPUTES = ["auto", "float32", "float16", "subgroup-matrix"];
+
+const halfLibraries = (manifest) => Object.values(manifest.submodules).map((s) => s.libraries.float16).filter(Boolean);
 
 /** The WebGPU features the libraries `compute` may choose would use (requested when the adapter has them). */
 export function wantedFeatures(manifest, compute = "auto") {
   if (compute === "float32") return [];
-  const features = Object.values(manifest.submodules).flatMap((s) => s.libraries.float16?.features ?? []);
+  const features = halfLibraries(manifest).flatMap((lib) => [...lib.features,
+    ...(compute !== "float16" ? lib.subgroup_matrix?.features ?? [] : [])]);
   return [...new Set(features)];
 }
 
 /**
- * {submodule: library record + {compute}}: the library each submodule runs on a device with `features`
- * (a set-like of feature names). With compute "float16", a device without the float16 libraries' features
- * gets a MissingFeatureError.
+ * {submodule: library record + {compute, subgroupMatrix}}: the library each submodule runs on a device with
+ * `features` (a set-like of feature names), and whether its subgroup-matrix kernels replace some of its own.
+ * With compute "float16" or "subgroup-matrix", a device without the features they need gets a
+ * MissingFeatureError.
  */
 export function chooseLibraries(manifest, features, compute = "auto") {
   if (!COMPUTES.includes(compute)) throw new Error(`compute must be one of ${COMPUTES.join(", ")}, not ${compute}`);
+  const has = (list) => list.every((f) => features.has(f));
+  if (compute === "subgroup-matrix") {
+    const records = halfLibraries(manifest).map((lib) => lib.subgroup_matrix).filter(Boolean);
+    if (!records.length) {
+      throw new MissingFeatureError("subgroup-matrix compute: this model has no subgroup-matrix kernels (its " +
+        "products are too small for them, or it was built before them); use auto, float16 or float32 compute.");
+    }
+    const missing = [...new Set(records.flatMap((r) => r.features))].filter((f) => !features.has(f));
+    if (missing.length) {
+      throw new MissingFeatureError(`subgroup-matrix compute needs the WebGPU feature(s) ${missing.join(", ")}, which ` +
+        "this GPU/browser does not offer (Chrome: chrome://flags/#enable-unsafe-webgpu; Dawn: the allow_unsafe_apis " +
+        "toggle, and on NVIDIA vulkan_enable_f16_on_nvidia); use auto compute, which picks what the device has.");
+    }
+  }
   const chosen = {};
   for (const [sub, rec] of Object.entries(manifest.submodules)) {
     const half = rec.libraries.float16;
-    const usable = half && half.features.every((f) => features.has(f));
-    if (compute === "float16" && half && !usable) {
-      throw new MissingFeatureError(`float16 compute needs the WebGPU feature(s) ${half.features.join(", ")}, which ` +
-        "this GPU/browser does not offer; use float32 compute (the default picks it by itself).");
+    const usable = half && has(half.features);
+    if ((compute === "float16" || compute === "subgroup-matrix") && half && !usable) {
+      throw new MissingFeatureError(`${compute} compute needs the WebGPU feature(s) ${half.features.join(", ")}, ` +
+        "which this GPU/browser does not offer; use float32 compute (the default picks it by itself).");
     }
     const name = compute !== "float32" && usable ? "float16" : "float32";
-    chosen[sub] = { ...rec.libraries[name], compute: name };
+    const tensorCores = name === "float16" && compute !== "float16" && Boolean(half.subgroup_matrix) &&
+      has(half.subgroup_matrix.features);
+    chosen[sub] = { ...rec.libraries[name], compute: name, subgroupMatrix: tensorCores };
   }
   return chosen;
 }
@@ -176,7 +208,8 @@ export async function requestDevice(gpu, manifest = { required_features: [], sub
  *               `dtypes`, instead of downloading shards: the benchmark makes full-size weights on the GPU
  *               machine itself (nothing that large can be carried there), as checkpoint tensors that the
  *               library's `transform` function (on `vm`) turns into the stored weights
- *   compute     "auto" (default: float16 libraries where the device has shader-f16), "float32" or "float16"
+ *   compute     "auto" (default: float16 libraries where the device has shader-f16, with their subgroup-matrix
+ *               kernels where it has that feature too), "float32", "float16" or "subgroup-matrix" (COMPUTES)
  *   precompile  "auto" (default: on a GPU, not on a CPU adapter such as SwiftShader), true or false: create
  *               every kernel's pipeline during load (tvm.js compileShaders) rather than at its first dispatch
  *   optionalFeatures, onDevice(device)  for development tools (e.g. "timestamp-query" and a profiler)
@@ -216,6 +249,12 @@ export async function loadModel({ manifestUrl, gpu, fetchFile, onProgress = () =
   // package's create() returned is reachable, and a garbage collection otherwise destroys it under the device
   // (aborts and hangs, bench/subgroup_matrix_gemm.mjs found). navigator.gpu in a browser is held anyway.
   handle.gpuInstance = gpu;
+  // The tensor-core kernels take the place of the library's own before any pipeline is made.
+  for (const library of Object.values(libraries).filter((lib) => lib.subgroupMatrix)) {
+    const rec = library.subgroup_matrix;
+    const kernels = checkSubgroupMatrixKernels(parseJSON(await fetchVerified(at(rec), { ...rec, kind: "library" }), at(rec)), at(rec));
+    replaceKernels(handle, kernels);
+  }
 
   onProgress({ phase: "tokenizer" });
   const tokenizers = {};

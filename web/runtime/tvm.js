@@ -234,6 +234,29 @@ export async function compileShaders(handle, vms, onProgress = () => {}) {
   return { made, skipped };
 }
 
+/**
+ * Makes tvmjs create `kernels` ({kernel name: WGSL}) in place of the library's own WGSL for those kernels, at
+ * load (compileShaders) and at a first dispatch alike: the float16 libraries' tensor-core kernels
+ * (stages/lib/subgroup_matrix.py), which keep the bindings and grid of the kernel they replace.
+ */
+export function replaceKernels(handle, kernels) {
+  const context = handle.tvm.lib.webGPUContext;
+  if (!handle.replacedKernels) {
+    const replaced = (handle.replacedKernels = new Map());
+    handle.kernelsReplaced = new Set(); // those created so far
+    const pick = (finfo, code) => {
+      if (!replaced.has(finfo.name)) return code;
+      handle.kernelsReplaced.add(finfo.name);
+      return replaced.get(finfo.name);
+    };
+    const createShader = context.createShader.bind(context);
+    const createShaderAsync = context.createShaderAsync.bind(context);
+    context.createShader = (finfo, code) => createShader(finfo, pick(finfo, code));
+    context.createShaderAsync = (finfo, code) => createShaderAsync(finfo, pick(finfo, code));
+  }
+  for (const [name, code] of Object.entries(kernels)) handle.replacedKernels.set(name, code);
+}
+
 /** Whether `adapter` is a CPU implementation (SwiftShader, lavapipe/llvmpipe): there, creating every pipeline
  * ahead only front-loads compilation that runs on the same few cores, for kernels a run may never call. */
 export function softwareAdapter(adapter) {

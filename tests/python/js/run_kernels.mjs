@@ -4,16 +4,17 @@
 //
 // SPEC: { "wasm": "kernels.wasm", "prefix": "<system_lib_prefix>", "features": ["shader-f16"] (optional),
 //         "calls": [{ "fn": "name", "inputs": [{ "file": "q.bin", "dtype": "float32", "shape": [...] }, ...],
-//                     "output": { "file": "out.bin", "dtype": "float32", "shape": [...] } }, ...] }
+//                     "output": { "file": "out.bin", "dtype": "float32", "shape": [...] } }, ...],
+//         "replacements": { "<kernel>": "<WGSL>" } (optional: tvm.js replaceKernels) }
 // Each call is `fn(...inputs, output)` (TVM's destination-passing convention for a kernel); the output tensor is
 // first filled with NaN bits so that a value the kernel never wrote cannot pass. Prints one JSON line:
-//   { "adapter": "...", "gpuErrors": [...] }; a failure prints `error: <message>` on stderr and exits 1.
+//   { "adapter": "...", "gpuErrors": [...], "replaced": [kernels created from "replacements"] }; a failure prints `error: <message>` on stderr and exits 1.
 
 import { readFile, writeFile } from "node:fs/promises";
 
 import { create, globals } from "webgpu";
 
-import { deviceLimits, instantiateLibrary, readTensor, toGPU } from "../../../web/runtime/tvm.js";
+import { deviceLimits, instantiateLibrary, readTensor, replaceKernels, toGPU } from "../../../web/runtime/tvm.js";
 
 const TYPED = { float32: Float32Array, float16: Uint16Array };
 const NAN_BITS = { float32: [Uint32Array, 0x7fc00000], float16: [Uint16Array, 0x7e00] };
@@ -34,6 +35,7 @@ async function main() {
   if (features.length !== (spec.features ?? []).length) throw new Error(`adapter lacks ${spec.features}`);
   const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: deviceLimits(adapter) });
   const handle = await instantiateLibrary(await readFile(spec.wasm), device, { logger: () => {} });
+  replaceKernels(handle, spec.replacements ?? {});
   const { tvm } = handle;
   const library = tvm.withNewScope(() => tvm.detachFromCurrentScope(tvm.getGlobalFunc("ffi.SystemLib")(spec.prefix)));
   device.pushErrorScope("validation");
@@ -56,7 +58,8 @@ async function main() {
   const scoped = await device.popErrorScope();
   const info = adapter.info ?? {};
   const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" / ");
-  process.stdout.write(`${JSON.stringify({ adapter: name, gpuErrors: [...handle.gpuErrors, ...(scoped ? [scoped.message] : [])] })}\n`);
+  process.stdout.write(`${JSON.stringify({ adapter: name, gpuErrors: [...handle.gpuErrors, ...(scoped ? [scoped.message] : [])],
+    replaced: [...handle.kernelsReplaced].sort() })}\n`);
   library.dispose();
   tvm.dispose();
   void gpu;

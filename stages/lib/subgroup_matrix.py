@@ -1,0 +1,454 @@
+"""Tensor-core GEMM kernels for the float16 libraries, on WebGPU's `chromium-experimental-subgroup-matrix`.
+
+TVM's WGSL codegen has no subgroup-matrix types, so these kernels are written here, one per eligible kernel of a
+float16 library, and the runtime creates them instead of TVM's own where the device has the feature
+(web/runtime/tvm.js). TVM's kernel stays in the library as the fallback, and it fixes the interface: the
+replacement keeps its bindings (copied from TVM's WGSL), its entry point and its dispatch grid, which the host
+code computes from the scheduled function's `blockIdx` extents. So a kernel is eligible when:
+
+- its lowered form is one product C[b, i, j] += f32(A[b, i, k]) * f32(B[b, k, j]) (or B[b, j, k]) of float16
+  operands accumulated in float32, optionally followed by elementwise blocks over [b, i, j] (the float16 cast,
+  bias, residual, sigmoid), as FuseTIR leaves a fused matmul or a Winograd GEMM;
+- its schedule (the GEMM template of gemm.py) tiles the output into BM x BN tiles that divide M and N
+  exactly (grid BN-columns x (batch * M / BM)), and K is a multiple of the K step.
+
+Each workgroup is one subgroup (32 lanes: Tint accepts matrix loads only at offsets that are uniform, and
+`workgroup_id` is) over a 64 x 64 output tile, 4 x 4 fragments of 16 x 16, both operand tiles staged in
+workgroup memory with vec4 loads; a BN of 128 is two such tiles in turn. The float32 accumulators go through
+workgroup memory to the epilogue, which is the lowered function's own elementwise blocks printed as WGSL.
+bench/subgroup_matrix_gemm.mjs measured this form as the fastest at the UNets' shapes (64-90 TFLOP/s on an
+H200 against 22-31 for the float32 template).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+FEATURES = ("shader-f16", "chromium-experimental-subgroup-matrix")
+FORMAT = "websd-subgroup-matrix-kernels"
+VERSION = 1
+
+FRAG = 16  # fragment edge (the f16 x f16 -> f32 configuration every Dawn adapter with the feature offers)
+TILE = 64  # output tile edge of one subgroup
+K_STEP = 32
+LANES = 32
+
+
+class Ineligible(Exception):
+    """The kernel is not of the one form these kernels implement; TVM's kernel runs."""
+
+
+@dataclass
+class Gemm:
+    batch: int
+    m: int
+    n: int
+    k: int
+    a: str  # parameter names
+    b: str
+    b_k_major: bool  # B[b, k, j] (True) or B[b, j, k]
+    out: str
+    epilogue: list[str]  # WGSL statements computing `out_value` from `acc` (f32) at b, row, col
+    tile_m: int = TILE
+    tile_n: int = TILE
+
+
+# ---- the lowered function -> Gemm ----------------------------------------------------------------------------
+
+
+def describe(func) -> Gemm:
+    """The product and epilogue of a lowered PrimFunc, or Ineligible."""
+    from tvm import s_tir, tirx
+    from tvm.s_tir.dlight.analysis.common_analysis import get_root_block
+
+    sch = s_tir.Schedule(func)
+    blocks = [sch.get(b) for b in sch.get_child_blocks(get_root_block(sch))]
+    if not blocks:
+        raise Ineligible("no blocks")
+    allocated = {b.name for b in sch.get(get_root_block(sch)).alloc_buffers}
+    params = {region.source.name: region.source for block in blocks for region in [*block.reads, *block.writes]
+              if region.source.name not in allocated}
+    main, rest = blocks[0], blocks[1:]
+    kinds = [iv.iter_type for iv in main.iter_vars]
+    reduce = tirx.IterVar.CommReduce
+    if kinds[-1] != reduce or reduce in kinds[:-1] or len(kinds) not in (3, 4):
+        raise Ineligible("not one reduction over the last axis")
+    extents = [_int(iv.dom.extent) for iv in main.iter_vars]
+    batch, (m, n, k) = (extents[0] if len(extents) == 4 else 1), extents[-3:]
+    vars_ = [iv.var for iv in main.iter_vars]
+    bvars, i, j, kk = (vars_[:1] if len(vars_) == 4 else []), *vars_[-3:]
+
+    store = main.body
+    acc_buf = main.writes[0].source
+    if _kind(store) != "BufferStore" or str(acc_buf.dtype) != "float32":
+        raise Ineligible("the product does not accumulate in float32")
+    if main.init is None or not (_kind(main.init) == "BufferStore" and _is_zero(main.init.value)):
+        raise Ineligible("the accumulator does not start at zero")
+    value = store.value
+    if not (_kind(value) == "Add" and _is_load(value.a, acc_buf) and _kind(value.b) == "Mul"):
+        raise Ineligible("not C + x * y")
+    a_load, b_load = (_uncast_f16(e) for e in (value.b.a, value.b.b))
+    if _buf(a_load).name not in params or _buf(b_load).name not in params:
+        raise Ineligible("an operand is not a parameter")
+    if not _indices_are(a_load, [*bvars, i, kk]):
+        raise Ineligible("A is not [b, i, k]")
+    if _indices_are(b_load, [*bvars, kk, j]):
+        b_k_major = True
+    elif _indices_are(b_load, [*bvars, j, kk]):
+        b_k_major = False
+    else:
+        raise Ineligible("B is neither [b, k, j] nor [b, j, k]")
+    if not _indices_are(store, [*bvars, i, j]):
+        raise Ineligible("C is not [b, i, j]")
+
+    # The epilogue: each block an elementwise map over the same [b, i, j].
+    names = {acc_buf.name: ("acc", "float32")}
+    lines: list[str] = []
+    out = acc_buf.name if acc_buf.name in params else None
+    for n_block, block in enumerate(rest):
+        if any(iv.iter_type != tirx.IterVar.DataPar for iv in block.iter_vars):
+            raise Ineligible("an epilogue block reduces")
+        if [_int(iv.dom.extent) for iv in block.iter_vars] != extents[:-1]:
+            raise Ineligible("an epilogue block has another iteration space")
+        if block.init is not None or _kind(block.body) != "BufferStore":
+            raise Ineligible("an epilogue block is not one store")
+        own = [iv.var for iv in block.iter_vars]
+        if not _indices_are(block.body, own):
+            raise Ineligible("an epilogue block stores elsewhere than [b, i, j]")
+        rename = dict(zip(own, ["b", "row", "col"][-len(own):]))
+        expr = _Printer(params, names, rename, own).print(block.body.value)
+        target = block.body.buffer
+        local = f"v{n_block}"
+        lines.append(f"let {local} = {expr};")
+        names[target.name] = (local, target.dtype)
+        if target.name in params:
+            out = target.name
+    if out is None or rest and names[out][0] != f"v{len(rest) - 1}":
+        raise Ineligible("the last block does not write a parameter")
+    result = names[out][0]
+    out_dtype = str(params[out].dtype)
+    if out_dtype not in ("float16", "float32") or [_int(d) for d in params[out].shape] != extents[:-1]:
+        raise Ineligible("the output is not a float [b, i, j] parameter")
+    lines.append(f"let out_value = {result};")
+    return Gemm(batch, m, n, k, _buf(a_load).name, _buf(b_load).name, b_k_major, out, lines)
+
+
+def _int(x) -> int:
+    if hasattr(x, "value"):
+        return int(x.value)
+    raise Ineligible("a symbolic extent")
+
+
+def _is_zero(e) -> bool:
+    return hasattr(e, "value") and float(e.value) == 0.0
+
+
+def _kind(node) -> str:
+    """A TIR node's class name (the Python classes of loads and expressions moved between TVM's modules)."""
+    return type(node).__name__
+
+
+def _buf(access):
+    """The buffer of a load (`source`) or a store (`buffer`)."""
+    return access.source if hasattr(access, "source") else access.buffer
+
+
+def _is_load(e, buf) -> bool:
+    return _kind(e) in LOADS and _buf(e).same_as(buf)
+
+
+LOADS = ("TensorLoad", "BufferLoad")
+
+
+def _dtype(e) -> str:
+    return str(e.dtype if hasattr(e, "dtype") else e.ty)
+
+
+def _uncast_f16(e):
+    if _kind(e) == "Cast" and _dtype(e) == "float32" and _kind(e.value) in LOADS and str(_buf(e.value).dtype) == "float16":
+        return e.value
+    raise Ineligible("an operand is not float16 widened to float32")
+
+
+def _indices_are(access, variables) -> bool:
+    return len(access.indices) == len(variables) and all(
+        hasattr(ix, "same_as") and ix.same_as(v) for ix, v in zip(access.indices, variables))
+
+
+WGSL_TYPES = {"float16": "f16", "float32": "f32"}
+
+
+class _Printer:
+    """A TIR expression of an epilogue block as WGSL; Ineligible for anything it does not know."""
+
+    def __init__(self, params, names, rename, spatial):
+        self.params, self.names, self.rename, self.spatial = params, names, rename, spatial
+
+    def print(self, e) -> str:
+        binary = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
+        kind = _kind(e)
+        if kind in binary:
+            return f"({self.print(e.a)} {binary[kind]} {self.print(e.b)})"
+        if kind in ("Max", "Min"):
+            return f"{kind.lower()}({self.print(e.a)}, {self.print(e.b)})"
+        if kind == "Cast":
+            return f"{self._type(_dtype(e))}({self.print(e.value)})"
+        if kind == "FloatImm":
+            return f"{self._type(_dtype(e))}({float(e.value)!r})"
+        if kind in LOADS:
+            return self._load(e)
+        if kind == "Call":
+            name = str(e.op.name) if hasattr(e.op, "name") else ""
+            args = [self.print(a) for a in e.args]
+            if name == "tirx.sigmoid" or name == "tir.sigmoid":
+                t = self._type(_dtype(e))
+                return f"({t}(1.0) / ({t}(1.0) + exp(-{args[0]})))"
+            for fn in ("exp", "tanh", "sqrt", "fabs"):
+                if name in (f"tirx.{fn}", f"tir.{fn}"):
+                    return f"{'abs' if fn == 'fabs' else fn}({', '.join(args)})"
+        raise Ineligible(f"an epilogue operation this printer does not know: {kind}")
+
+    @staticmethod
+    def _type(dtype) -> str:
+        if str(dtype) not in WGSL_TYPES:
+            raise Ineligible(f"dtype {dtype}")
+        return WGSL_TYPES[str(dtype)]
+
+    def _load(self, e) -> str:
+        name = _buf(e).name
+        if name in self.names:
+            if not _indices_are(e, self.spatial):
+                raise Ineligible("an intermediate is read elsewhere than [b, i, j]")
+            return self.names[name][0]
+        if name not in self.params:
+            raise Ineligible("a load of an unknown buffer")
+        self._type(_buf(e).dtype)
+        shape = [_int(d) for d in _buf(e).shape]
+        terms, stride = [], 1
+        for index, extent in reversed(list(zip(e.indices, shape))):
+            terms.append(f"({self._index(index)}) * {stride}u" if stride != 1 else f"({self._index(index)})")
+            stride *= extent
+        return f"{name}_ptr[{' + '.join(reversed(terms))}]"
+
+    def _index(self, e) -> str:
+        kind = _kind(e)
+        if kind == "Var":
+            for v, w in self.rename.items():
+                if e.same_as(v):
+                    return w
+            raise Ineligible("an index of an unknown variable")
+        if kind == "IntImm":
+            if int(e.value) < 0:
+                raise Ineligible("a negative index")
+            return f"{int(e.value)}u"
+        ops = {"Add": "+", "Mul": "*", "FloorDiv": "/", "FloorMod": "%"}
+        if kind in ops:
+            return f"({self._index(e.a)} {ops[kind]} {self._index(e.b)})"
+        raise Ineligible(f"an index expression this printer does not know: {kind}")
+
+
+# ---- the scheduled function -> the grid ------------------------------------------------------------------------
+
+
+def tiles(scheduled_func, gemm: Gemm) -> tuple[int, int]:
+    """(BM, BN) of the schedule, from its blockIdx extents; Ineligible unless they tile the output exactly in
+    the template's layout (blockIdx.x over N, blockIdx.y over batch x M)."""
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis.common_analysis import get_root_block
+
+    sch = s_tir.Schedule(scheduled_func)
+    extents: dict[str, int] = {}
+    for block in sch.get_child_blocks(get_root_block(sch)):
+        for loop in sch.get_loops(block):
+            binding = sch.get(loop).thread_binding
+            if binding is not None:
+                extents[binding.thread_tag] = _int(sch.get(loop).extent)
+    grid_x, grid_y = extents.get("blockIdx.x"), extents.get("blockIdx.y")
+    if not grid_x or not grid_y or "blockIdx.z" in extents or "vthread.x" not in extents:
+        raise Ineligible("not the GEMM template's launch")
+    if gemm.n % grid_x or (gemm.batch * gemm.m) % grid_y:
+        raise Ineligible("the tiles do not divide the output")
+    tile_n, tile_m = gemm.n // grid_x, gemm.batch * gemm.m // grid_y
+    if tile_m != TILE or tile_n % TILE or gemm.m % tile_m or gemm.k % K_STEP:
+        raise Ineligible(f"tiles {tile_m} x {tile_n}, K {gemm.k}")
+    return tile_m, tile_n
+
+
+# ---- WGSL --------------------------------------------------------------------------------------------------------
+
+
+def _lines(n, body) -> str:
+    return "\n".join(body(i) for i in range(n))
+
+
+def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
+    """The WGSL that replaces TVM's kernel `name` (its text `tvm_wgsl`): TVM's declarations of the bindings and
+    the grid argument, then this kernel. `emulate` computes the fragments with plain arithmetic instead of
+    subgroup matrices (same tiles, staging and epilogue), so a device without the feature can check the rest."""
+    header = _bindings(tvm_wgsl, gemm)
+    fm = fn = TILE // FRAG
+    steps = K_STEP // FRAG
+    a_tile, b_tile = TILE * K_STEP, K_STEP * TILE
+    threads = LANES
+    # B staged as it lies: [k][n] (row major right fragments) or [n][k] (column major)
+    b_fill_rows, b_fill_vecs = (K_STEP, TILE // 4) if gemm.b_k_major else (TILE, K_STEP // 4)
+    b_global = ("b * K * N + (k0 + r) * N + col0 + q * 4u" if gemm.b_k_major
+                else "b * N * K + (col0 + r) * K + k0 + q * 4u")
+    b_layout = "row_major" if gemm.b_k_major else "column_major"
+    b_stride = TILE if gemm.b_k_major else K_STEP
+
+    def b_offset(s, j):  # fragment (k block s, n block j) in the staged B tile
+        return f"{s * FRAG * TILE + j * FRAG}u" if gemm.b_k_major else f"{j * FRAG * K_STEP + s * FRAG}u"
+
+    fill = lambda tile, rows, vecs, glob: f"""    for (var t = 0u; t < {rows * vecs // threads}u; t += 1u) {{
+      let i = lid + t * {threads}u;
+      let r = i / {vecs}u;
+      let q = i % {vecs}u;
+      let v = {tile[0]}_vec[({glob}) / 4u];
+      let at = r * {vecs * 4}u + q * 4u;
+      {tile}[at] = v.x; {tile}[at + 1u] = v.y; {tile}[at + 2u] = v.z; {tile}[at + 3u] = v.w;
+    }}"""
+
+    if emulate:
+        # each lane sums 128 cells of the tile (those it later runs the epilogue on)
+        accs = f"  var accs: array<f32, {TILE * TILE // LANES}>;"
+        zero = f"    for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{ accs[e] = 0.0; }}"
+        b_at = ("Bs[kk * 64u + c]" if gemm.b_k_major else f"Bs[c * {K_STEP}u + kk]")
+        mma = f"""    for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{
+      let cell = lid + e * {LANES}u;
+      let r = cell / 64u;
+      let c = cell % 64u;
+      var sum = accs[e];
+      for (var kk = 0u; kk < {K_STEP}u; kk += 1u) {{ sum += f32(As[r * {K_STEP}u + kk]) * f32({b_at}); }}
+      accs[e] = sum;
+    }}"""
+        to_cs = f"""  for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{ Cs[lid + e * {LANES}u] = accs[e]; }}"""
+        enables = "enable f16;\n"
+    else:
+        left, right = "subgroup_matrix_left<f16, 16, 16>", "subgroup_matrix_right<f16, 16, 16>"
+        accs = _lines(fm * fn, lambda x: f"  var acc_{x // fn}_{x % fn} = subgroup_matrix_result<f32, 16, 16>();")
+        zero = _lines(fm * fn, lambda x: f"    acc_{x // fn}_{x % fn} = subgroup_matrix_result<f32, 16, 16>();")
+        mma = _lines(steps, lambda s: "    {\n" + _lines(fm, lambda i: (
+            f"      let l_{i} = subgroupMatrixLoad<{left}, row_major>(&As, {(i * FRAG * K_STEP + s * FRAG)}u, "
+            f"{K_STEP}u);")) + "\n" + _lines(fn, lambda j: (
+            f"      let r_{j} = subgroupMatrixLoad<{right}, {b_layout}>(&Bs, {b_offset(s, j)}, {b_stride}u);"))
+            + "\n" + _lines(fm * fn, lambda x: (
+            f"      acc_{x // fn}_{x % fn} = subgroupMatrixMultiplyAccumulate(l_{x // fn}, r_{x % fn}, "
+            f"acc_{x // fn}_{x % fn});")) + "\n    }")
+        to_cs = _lines(fm * fn, lambda x: (
+            f"  subgroupMatrixStore<row_major>(&Cs, {(x // fn) * FRAG * TILE + (x % fn) * FRAG}u, "
+            f"acc_{x // fn}_{x % fn}, {TILE}u);"))
+        enables = "enable f16;\nenable chromium_experimental_subgroup_matrix;\n"
+    epilogue = "\n".join(f"      {line}" for line in gemm.epilogue)
+    out_index = ("b * M * N + row * N + col" if gemm.batch > 1 else "row * N + col")
+    return f"""{enables}{header}
+const M = {gemm.m}u;
+const N = {gemm.n}u;
+const K = {gemm.k}u;
+var<workgroup> As: array<f16, {a_tile}>;
+var<workgroup> Bs: array<f16, {b_tile}>;
+var<workgroup> Cs: array<f32, {TILE * TILE}>;
+
+@compute @workgroup_size({threads}, 1, 1)
+fn {name}(
+  @builtin(workgroup_id) blockIdx : vec3<u32>,
+  @builtin(num_workgroups) gridDim : vec3<u32>,
+  @builtin(local_invocation_index) lid : u32
+) {{
+  if (blockIdx.z * gridDim.x + blockIdx.x > podArgs.packGridDimX) {{ return; }}
+  let tile_col = blockIdx.z * gridDim.x + blockIdx.x;
+  let b = blockIdx.y / {gemm.m // TILE}u;
+  let row0 = (blockIdx.y % {gemm.m // TILE}u) * {TILE}u;
+{accs}
+  for (var h = 0u; h < {gemm.tile_n // TILE}u; h += 1u) {{
+    let col0 = tile_col * {gemm.tile_n}u + h * {TILE}u;
+{zero}
+    for (var k0 = 0u; k0 < K; k0 += {K_STEP}u) {{
+{fill("As", TILE, K_STEP // 4, "b * M * K + (row0 + r) * K + k0 + q * 4u")}
+{fill("Bs", b_fill_rows, b_fill_vecs, b_global)}
+      workgroupBarrier();
+{mma}
+      workgroupBarrier();
+    }}
+{to_cs}
+    workgroupBarrier();
+    for (var t = 0u; t < {TILE * TILE // LANES}u; t += 1u) {{
+      let cell = lid + t * {LANES}u;
+      let row = row0 + cell / {TILE}u;
+      let col = col0 + cell % {TILE}u;
+      let acc = Cs[cell];
+{epilogue}
+      {gemm.out}_ptr[{out_index}] = out_value;
+    }}
+    workgroupBarrier();
+  }}
+}}
+"""
+
+
+BINDING = re.compile(r"^@group\(0\) @binding\(\d+\) var<(storage, read|storage, read_write|uniform)> (\w+) : (.+);$")
+
+
+def _bindings(tvm_wgsl: str, gemm: Gemm) -> str:
+    """TVM's binding declarations and its PODArgs struct, with the operands also bound as vec4 arrays (an alias
+    of the same binding is not allowed, so the operands' declarations are replaced)."""
+    out, in_struct = [], False
+    for line in tvm_wgsl.splitlines():
+        if line.startswith("struct PODArgs"):
+            in_struct = True
+        if in_struct:
+            out.append(line)
+            in_struct = line != "}"
+            continue
+        m = BINDING.match(line)
+        if not m:
+            continue
+        var = m.group(2)
+        if var in (f"{gemm.a}_ptr", f"{gemm.b}_ptr"):
+            alias = "A_vec" if var == f"{gemm.a}_ptr" else "B_vec"
+            out.append(line.replace(f" {var} : array<f16>", f" {alias} : array<vec4<f16>>"))
+        else:
+            out.append(line)
+    text = "\n".join(out)
+    if "podArgs" not in text or "A_vec" not in text or "B_vec" not in text:
+        raise Ineligible("TVM's WGSL has another interface")
+    return text
+
+
+# ---- a library ------------------------------------------------------------------------------------------------
+
+
+def split_wgsl(source: str) -> dict[str, str]:
+    """TVM's WebGPU module source (every kernel, each after a `// Function: <name>` banner) -> {name: WGSL}."""
+    parts = re.split(r"//-+\n// Function: (\S+)\n//-+\n", source)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def library_kernels(lowered, scheduled, wgsl: dict[str, str], prefix: str, emulate: bool = False) -> dict:
+    """{kernel name: WGSL} for every eligible kernel of a library (lowered and scheduled: its IRModules before
+    and after scheduling; wgsl: split_wgsl of its built WebGPU module; prefix: its system-library prefix)."""
+    from tvm import tirx
+
+    found = {}
+    lowered_names = {g.name_hint for g in lowered.get_global_vars()}
+    for gv in scheduled.get_global_vars():
+        func = scheduled[gv]
+        if not isinstance(func, tirx.PrimFunc) or gv.name_hint not in lowered_names:
+            continue
+        name = f"{prefix}{gv.name_hint}_kernel"
+        if name not in wgsl:
+            continue
+        try:
+            gemm = describe(lowered[gv.name_hint])
+            gemm.tile_m, gemm.tile_n = tiles(func, gemm)
+            found[name] = kernel(name, gemm, wgsl[name], emulate=emulate)
+        except Ineligible:
+            continue
+    return found
+
+
+def kernels_file(kernels: dict[str, str]) -> bytes:
+    return (json.dumps({"format": FORMAT, "version": VERSION, "features": list(FEATURES), "kernels": kernels},
+                       indent=0, sort_keys=True) + "\n").encode()

@@ -1,0 +1,186 @@
+"""The float16 libraries' subgroup-matrix kernels (stages/lib/subgroup_matrix.py).
+
+    .venv/bin/python -m pytest tests/python/test_subgroup_matrix.py -q
+
+No adapter here offers chromium-experimental-subgroup-matrix (lavapipe has Vulkan's cooperative matrices, but
+Dawn does not expose them on it), so the tensor-core kernels themselves are checked on the H200 by the
+benchmark (bench/gpu_run.sh ... sgmm: the UNet against PyTorch). Here, on lavapipe (float16), the same
+kernels with the fragment products done in plain arithmetic (`emulate`) take the place of TVM's kernels through
+the runtime's replaceKernels and must give numpy's result: that checks what the two forms share: the bindings
+copied from TVM's WGSL, the grid and the tile each workgroup takes, the staging of both operand layouts, the
+batch, and the epilogue printed from the lowered function. Then which kernels the generator takes and which it
+leaves to TVM.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import LAVAPIPE_ICD
+from webgpu_kernels import assert_matches, build_wasm, run_kernels
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "stages"))
+
+from lib import gemm, subgroup_matrix  # noqa: E402
+from lib.gemm import Config  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+
+TOLERANCE = 2e-3  # float16 outputs (their rounding) of float32 sums; the f16 bias added in float16
+
+# (name, batch or None, M, N, K, B layout "kn" (a matmul's weight) or "nk" (a Winograd GEMM's), epilogue, config)
+CASES = [
+    # a linear layer as FuseTIR leaves it: float32 sums, cast to float16, + a float16 bias
+    ("bias", None, 128, 192, 64, "kn", "bias", Config(virtual_m=1, virtual_n=1)),
+    # 64 x 128 tiles (the template's tile where M and N reach 2048): two 64-wide halves per workgroup
+    ("wide-tiles", None, 64, 256, 96, "kn", "bias", Config(threads_y=8)),
+    # the time embedding's form: bias, then x * sigmoid(x)
+    ("silu", None, 64, 128, 32, "kn", "silu", Config(virtual_m=1, virtual_n=1)),
+    # a Winograd GEMM: a batch of products, B as [batch, N, K], float32 out
+    ("winograd", 3, 128, 64, 64, "nk", None, Config(virtual_m=1, virtual_n=1)),
+]
+
+
+def kernel(batch, m, n, k, layout, epilogue):
+    from tvm import te
+
+    lead = (batch,) if batch else ()
+    x = te.placeholder((*lead, m, k), "float16", "x")
+    w = te.placeholder((*lead, *((k, n) if layout == "kn" else (n, k))), "float16", "w")
+    r = te.reduce_axis((0, k), "k")
+
+    def weight(idx, j):
+        return w[(*idx, r, j) if layout == "kn" else (*idx, j, r)].astype("float32")
+
+    mm = te.compute((*lead, m, n), lambda *ij: te.sum(x[(*ij[:-1], r)].astype("float32") * weight(ij[:-2], ij[-1]),
+                                                       axis=r), name="matmul")
+    if not epilogue:
+        return te.create_prim_func([x, w, mm])
+    b = te.placeholder((n,), "float16", "b")
+    narrow = te.compute(mm.shape, lambda *ij: mm[ij].astype("float16"), name="narrow")
+    out = te.compute(mm.shape, lambda *ij: b[ij[-1]] + narrow[ij], name="bias")
+    if epilogue == "silu":
+        gate = te.compute(out.shape, lambda *ij: te.sigmoid(out[ij]), name="gate")
+        out = te.compute(out.shape, lambda *ij: out[ij] * gate[ij], name="silu")
+    return te.create_prim_func([x, w, b, out])
+
+
+def reference(x, w, b, layout, epilogue):
+    out = x.astype(np.float64) @ (w if layout == "kn" else np.swapaxes(w, -1, -2)).astype(np.float64)
+    if not epilogue:
+        return out
+    out = out.astype(np.float16).astype(np.float64) + b.astype(np.float64)
+    if epilogue == "silu":
+        out = out / (1 + np.exp(-out))
+    return out
+
+
+def inputs(batch, m, n, k, layout, epilogue, seed):
+    rng = np.random.default_rng(seed)
+    lead = (batch,) if batch else ()
+    x = rng.standard_normal((*lead, m, k)).astype(np.float16)
+    w = (rng.standard_normal((*lead, *((k, n) if layout == "kn" else (n, k)))) / np.sqrt(k)).astype(np.float16)
+    return (x, w) if not epilogue else (x, w, rng.standard_normal(n).astype(np.float16))
+
+
+@pytest.fixture(scope="module")
+def built(tiny_build, tmp_path_factory):
+    """{case: (lowered PrimFunc, scheduled PrimFunc)}, their wasm and TVM's WGSL of them."""
+    if shutil.which("node") is None:
+        pytest.skip("needs node")
+    funcs = {}
+    for name, batch, m, n, k, layout, epilogue, config in CASES:
+        lowered = kernel(batch, m, n, k, layout, epilogue)
+        sch = gemm.schedule(lowered, config)
+        assert sch is not None
+        funcs[name.replace("-", "_")] = (lowered, sch.mod["main"])
+    folder = tmp_path_factory.mktemp("subgroup-matrix")
+    runtime = tiny_build.artifacts / "tvm-runtime" / version("apache-tvm")
+    wasm = build_wasm(folder, {n: scheduled for n, (_, scheduled) in funcs.items()}, runtime)
+    return funcs, wasm, subgroup_matrix.split_wgsl((folder / "kernels.wgsl").read_text())
+
+
+def generated(built, name, emulate):
+    funcs, _, wgsl = built
+    lowered, scheduled = funcs[name]
+    gemm_form = subgroup_matrix.describe(lowered)
+    gemm_form.tile_m, gemm_form.tile_n = subgroup_matrix.tiles(scheduled, gemm_form)
+    kernel_name = f"{name}_kernel"  # (in a model's library, the system-library prefix leads)
+    return kernel_name, subgroup_matrix.kernel(kernel_name, gemm_form, wgsl[kernel_name], emulate=emulate)
+
+
+def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
+    if not LAVAPIPE_ICD.exists():
+        pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
+    _, wasm, _ = built
+    calls, expected, replacements = [], {}, {}
+    for i, (case, batch, m, n, k, layout, epilogue, _) in enumerate(CASES):
+        name = case.replace("-", "_")
+        arrays = inputs(batch, m, n, k, layout, epilogue, seed=i)
+        expected[name] = reference(*arrays if epilogue else (*arrays, None), layout, epilogue)
+        shape = [batch, m, n] if batch else [m, n]
+        calls.append((name, arrays, shape, "float16" if epilogue else "float32"))
+        kernel_name, code = generated(built, name, emulate=True)
+        replacements[kernel_name] = code
+    outputs = run_kernels(wasm, tmp_path, calls, str(LAVAPIPE_ICD), features=["shader-f16"],
+                          replacements=replacements)
+    for name, out in outputs.items():
+        assert_matches(out, expected[name], TOLERANCE, name)
+
+
+def test_tensor_core_kernels_use_subgroup_matrices_with_the_same_interface(built):
+    """The real kernels: the feature enabled, 16 fragments accumulated per K step, stored through workgroup
+    memory, and TVM's bindings and entry point kept (the emulated form is checked above; this one runs only
+    where the feature is: the benchmark)."""
+    funcs, _, wgsl = built
+    for name in funcs:
+        kernel_name, code = generated(built, name, emulate=False)
+        assert "enable chromium_experimental_subgroup_matrix;" in code
+        assert code.count("subgroupMatrixMultiplyAccumulate(") == 16 * subgroup_matrix.K_STEP // 16
+        assert code.count("subgroupMatrixStore<row_major>(&Cs") == 16
+        assert f"fn {kernel_name}(" in code
+        tvm_bindings = [line for line in wgsl[kernel_name].splitlines() if line.startswith("@group(0)")]
+        ours = [line for line in code.splitlines() if line.startswith("@group(0)")]
+        assert [b.split(" var")[0] for b in ours] == [b.split(" var")[0] for b in tvm_bindings]
+
+
+def test_what_the_generator_leaves_to_tvm():
+    """Shapes the one-subgroup tile does not divide, a K off the K step, dlight's tiles, a float32 product and
+    an epilogue operation the printer does not know all keep TVM's kernel."""
+    from tvm import te
+
+    def ineligible(func, config=Config(virtual_m=1, virtual_n=1)):
+        sch = gemm.schedule(func, config)
+        with pytest.raises(subgroup_matrix.Ineligible):
+            subgroup_matrix.tiles(sch.mod["main"], subgroup_matrix.describe(func))
+
+    ineligible(kernel(None, 100, 128, 64, "kn", "bias"))  # M not a tile multiple
+    ineligible(kernel(None, 128, 128, 48, "kn", "bias"))  # K not a multiple of the K step
+    ineligible(kernel(None, 128, 128, 64, "kn", "bias"), Config(threads_y=8, virtual_m=1))  # 32-row tiles
+
+    x = te.placeholder((64, 32), "float32", "x")
+    w = te.placeholder((32, 64), "float32", "w")
+    r = te.reduce_axis((0, 32), "k")
+    mm = te.compute((64, 64), lambda i, j: te.sum(x[i, r] * w[r, j], axis=r), name="matmul")
+    with pytest.raises(subgroup_matrix.Ineligible, match="float16"):
+        subgroup_matrix.describe(te.create_prim_func([x, w, mm]))
+
+    h = te.placeholder((64, 32), "float16", "h")
+    v = te.placeholder((32, 64), "float16", "v")
+    mm16 = te.compute((64, 64), lambda i, j: te.sum(h[i, r].astype("float32") * v[r, j].astype("float32"), axis=r),
+                      name="matmul")
+    gelu = te.compute((64, 64), lambda i, j: te.erf(mm16[i, j]), name="erf")
+    with pytest.raises(subgroup_matrix.Ineligible, match="does not know"):
+        subgroup_matrix.describe(te.create_prim_func([h, v, gelu]))
+
+
+def test_split_wgsl_finds_every_kernel(built):
+    funcs, _, wgsl = built
+    assert sorted(wgsl) == sorted(f"{name}_kernel" for name in funcs)
+    assert all(code.lstrip().startswith("enable f16;") for code in wgsl.values())
