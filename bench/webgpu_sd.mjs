@@ -76,7 +76,8 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 async function main() {
   Object.assign(globalThis, globals);
-  const dawn = opt["dawn-toggle"].map((t) => `enable-dawn-features=${t}`);
+  // One flag for all toggles: Dawn keeps only the last of repeated enable-dawn-features flags.
+  const dawn = opt["dawn-toggle"].length ? [`enable-dawn-features=${opt["dawn-toggle"].join(",")}`] : [];
   if (opt.profile) dawn.push("disable-dawn-features=timestamp_quantization");
   const gpu = create(dawn);
   let profiler;

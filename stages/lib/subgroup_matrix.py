@@ -50,6 +50,7 @@ class Gemm:
     b: str
     b_k_major: bool  # B[b, k, j] (True) or B[b, j, k]
     out: str
+    out_dtype: str  # float16 or float32
     epilogue: list[str]  # WGSL statements computing `out_value` from `acc` (f32) at b, row, col
     tile_m: int = TILE
     tile_n: int = TILE
@@ -132,7 +133,7 @@ def describe(func) -> Gemm:
     if out_dtype not in ("float16", "float32") or [_int(d) for d in params[out].shape] != extents[:-1]:
         raise Ineligible("the output is not a float [b, i, j] parameter")
     lines.append(f"let out_value = {result};")
-    return Gemm(batch, m, n, k, _buf(a_load).name, _buf(b_load).name, b_k_major, out, lines)
+    return Gemm(batch, m, n, k, _buf(a_load).name, _buf(b_load).name, b_k_major, out, out_dtype, lines)
 
 
 def _int(x) -> int:
@@ -292,30 +293,32 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
     steps = K_STEP // FRAG
     a_tile, b_tile = TILE * K_STEP, K_STEP * TILE
     threads = LANES
-    # B staged as it lies: [k][n] (row major right fragments) or [n][k] (column major)
+    # B staged as [k][n] whichever way it lies in memory ([b, k, n] or, transposed on the way, [b, n, k])
     b_fill_rows, b_fill_vecs = (K_STEP, TILE // 4) if gemm.b_k_major else (TILE, K_STEP // 4)
     b_global = ("b * K * N + (k0 + r) * N + col0 + q * 4u" if gemm.b_k_major
                 else "b * N * K + (col0 + r) * K + k0 + q * 4u")
-    b_layout = "row_major" if gemm.b_k_major else "column_major"
-    b_stride = TILE if gemm.b_k_major else K_STEP
 
-    def b_offset(s, j):  # fragment (k block s, n block j) in the staged B tile
-        return f"{s * FRAG * TILE + j * FRAG}u" if gemm.b_k_major else f"{j * FRAG * K_STEP + s * FRAG}u"
-
-    fill = lambda tile, rows, vecs, glob: f"""    for (var t = 0u; t < {rows * vecs // threads}u; t += 1u) {{
+    def fill(tile, rows, vecs, glob, transposed=False):
+        """Stages a tile with vec4 loads (a fixed trip count: the tile's vec4s are a multiple of the lanes, so
+        the loop is uniform); `transposed` stores row r, column c of the loaded tile at [c][r]."""
+        store = (f"{tile}[(q * 4u) * {rows}u + r] = v.x; {tile}[(q * 4u + 1u) * {rows}u + r] = v.y; "
+                 f"{tile}[(q * 4u + 2u) * {rows}u + r] = v.z; {tile}[(q * 4u + 3u) * {rows}u + r] = v.w;"
+                 if transposed else
+                 f"let at = r * {vecs * 4}u + q * 4u;\n      {tile}[at] = v.x; {tile}[at + 1u] = v.y; "
+                 f"{tile}[at + 2u] = v.z; {tile}[at + 3u] = v.w;")
+        return f"""    for (var t = 0u; t < {rows * vecs // threads}u; t += 1u) {{
       let i = lid + t * {threads}u;
       let r = i / {vecs}u;
       let q = i % {vecs}u;
       let v = {tile[0]}_vec[({glob}) / 4u];
-      let at = r * {vecs * 4}u + q * 4u;
-      {tile}[at] = v.x; {tile}[at + 1u] = v.y; {tile}[at + 2u] = v.z; {tile}[at + 3u] = v.w;
+      {store}
     }}"""
 
     if emulate:
         # each lane sums 128 cells of the tile (those it later runs the epilogue on)
         accs = f"  var accs: array<f32, {TILE * TILE // LANES}>;"
         zero = f"    for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{ accs[e] = 0.0; }}"
-        b_at = ("Bs[kk * 64u + c]" if gemm.b_k_major else f"Bs[c * {K_STEP}u + kk]")
+        b_at = "Bs[kk * 64u + c]"
         mma = f"""    for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{
       let cell = lid + e * {LANES}u;
       let r = cell / 64u;
@@ -324,7 +327,11 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
       for (var kk = 0u; kk < {K_STEP}u; kk += 1u) {{ sum += f32(As[r * {K_STEP}u + kk]) * f32({b_at}); }}
       accs[e] = sum;
     }}"""
-        to_cs = f"""  for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{ Cs[lid + e * {LANES}u] = accs[e]; }}"""
+        def to_cs(j):
+            return f"""    for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{
+      let cell = lid + e * {LANES}u;
+      if ((cell % 64u) / 16u == {j}u) {{ Cs[(cell / 64u) * 16u + cell % 16u] = accs[e]; }}
+    }}"""
         enables = "enable f16;\n"
     else:
         left, right = "subgroup_matrix_left<f16, 16, 16>", "subgroup_matrix_right<f16, 16, 16>"
@@ -333,23 +340,43 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
         mma = _lines(steps, lambda s: "    {\n" + _lines(fm, lambda i: (
             f"      let l_{i} = subgroupMatrixLoad<{left}, row_major>(&As, {(i * FRAG * K_STEP + s * FRAG)}u, "
             f"{K_STEP}u);")) + "\n" + _lines(fn, lambda j: (
-            f"      let r_{j} = subgroupMatrixLoad<{right}, {b_layout}>(&Bs, {b_offset(s, j)}, {b_stride}u);"))
+            f"      let r_{j} = subgroupMatrixLoad<{right}, row_major>(&Bs, {s * FRAG * TILE + j * FRAG}u, {TILE}u);"))
             + "\n" + _lines(fm * fn, lambda x: (
             f"      acc_{x // fn}_{x % fn} = subgroupMatrixMultiplyAccumulate(l_{x // fn}, r_{x % fn}, "
             f"acc_{x // fn}_{x % fn});")) + "\n    }")
-        to_cs = _lines(fm * fn, lambda x: (
-            f"  subgroupMatrixStore<row_major>(&Cs, {(x // fn) * FRAG * TILE + (x % fn) * FRAG}u, "
-            f"acc_{x // fn}_{x % fn}, {TILE}u);"))
+        def to_cs(j):
+            return _lines(fm, lambda i: f"    subgroupMatrixStore<row_major>(&Cs, {i * FRAG * FRAG}u, acc_{i}_{j}, {FRAG}u);")
         enables = "enable f16;\nenable chromium_experimental_subgroup_matrix;\n"
-    epilogue = "\n".join(f"      {line}" for line in gemm.epilogue)
-    out_index = ("b * M * N + row * N + col" if gemm.batch > 1 else "row * N + col")
+    out_type = WGSL_TYPES[gemm.out_dtype]
+    # Each lane writes 4 neighbouring outputs at once (one vec4 store), running the epilogue for each.
+    per_column = "\n".join(
+        f"        {{\n          let col = col4 + {u}u;\n          let acc = Cs[r * {FRAG}u + c4 + {u}u];\n"
+        + "\n".join(f"          {line}" for line in gemm.epilogue) + f"\n          o{u} = out_value;\n        }}"
+        for u in range(4))
+    out_base = "b * M * N + " if gemm.batch > 1 else ""
+    write_out = "\n".join(f"""{to_cs(j)}
+    workgroupBarrier();
+    for (var t = 0u; t < {TILE * FRAG // 4 // LANES}u; t += 1u) {{
+      let cell4 = lid + t * {LANES}u;
+      let r = cell4 / {FRAG // 4}u;
+      let c4 = (cell4 % {FRAG // 4}u) * 4u;
+      let row = row0 + r;
+      let col4 = col0 + {j * FRAG}u + c4;
+      var o0: {out_type};
+      var o1: {out_type};
+      var o2: {out_type};
+      var o3: {out_type};
+{per_column}
+      Out_vec[({out_base}row * N + col4) / 4u] = vec4<{out_type}>(o0, o1, o2, o3);
+    }}
+    workgroupBarrier();""" for j in range(fn))
     return f"""{enables}{header}
 const M = {gemm.m}u;
 const N = {gemm.n}u;
 const K = {gemm.k}u;
 var<workgroup> As: array<f16, {a_tile}>;
 var<workgroup> Bs: array<f16, {b_tile}>;
-var<workgroup> Cs: array<f32, {TILE * TILE}>;
+var<workgroup> Cs: array<f32, {TILE * FRAG}>;  // one column of fragments at a time: 4 KB keeps occupancy
 
 @compute @workgroup_size({threads}, 1, 1)
 fn {name}(
@@ -367,22 +394,12 @@ fn {name}(
 {zero}
     for (var k0 = 0u; k0 < K; k0 += {K_STEP}u) {{
 {fill("As", TILE, K_STEP // 4, "b * M * K + (row0 + r) * K + k0 + q * 4u")}
-{fill("Bs", b_fill_rows, b_fill_vecs, b_global)}
+{fill("Bs", b_fill_rows, b_fill_vecs, b_global, transposed=not gemm.b_k_major)}
       workgroupBarrier();
 {mma}
       workgroupBarrier();
     }}
-{to_cs}
-    workgroupBarrier();
-    for (var t = 0u; t < {TILE * TILE // LANES}u; t += 1u) {{
-      let cell = lid + t * {LANES}u;
-      let row = row0 + cell / {TILE}u;
-      let col = col0 + cell % {TILE}u;
-      let acc = Cs[cell];
-{epilogue}
-      {gemm.out}_ptr[{out_index}] = out_value;
-    }}
-    workgroupBarrier();
+{write_out}
   }}
 }}
 """
@@ -392,8 +409,8 @@ BINDING = re.compile(r"^@group\(0\) @binding\(\d+\) var<(storage, read|storage, 
 
 
 def _bindings(tvm_wgsl: str, gemm: Gemm) -> str:
-    """TVM's binding declarations and its PODArgs struct, with the operands also bound as vec4 arrays (an alias
-    of the same binding is not allowed, so the operands' declarations are replaced)."""
+    """TVM's binding declarations and its PODArgs struct, with the operands and the output bound as vec4 arrays
+    instead (same bindings and access)."""
     out, in_struct = [], False
     for line in tvm_wgsl.splitlines():
         if line.startswith("struct PODArgs"):
@@ -406,13 +423,14 @@ def _bindings(tvm_wgsl: str, gemm: Gemm) -> str:
         if not m:
             continue
         var = m.group(2)
-        if var in (f"{gemm.a}_ptr", f"{gemm.b}_ptr"):
-            alias = "A_vec" if var == f"{gemm.a}_ptr" else "B_vec"
-            out.append(line.replace(f" {var} : array<f16>", f" {alias} : array<vec4<f16>>"))
+        vectors = {f"{gemm.a}_ptr": "A_vec", f"{gemm.b}_ptr": "B_vec", f"{gemm.out}_ptr": "Out_vec"}
+        if var in vectors:
+            element = m.group(3).removeprefix("array<").removesuffix(">")
+            out.append(line.replace(f" {var} : array<{element}>", f" {vectors[var]} : array<vec4<{element}>>"))
         else:
             out.append(line)
     text = "\n".join(out)
-    if "podArgs" not in text or "A_vec" not in text or "B_vec" not in text:
+    if "podArgs" not in text or any(f"{v} : array<vec4<" not in text for v in ("A_vec", "B_vec", "Out_vec")):
         raise Ineligible("TVM's WGSL has another interface")
     return text
 

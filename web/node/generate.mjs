@@ -67,7 +67,8 @@ async function main() {
   if (!opt.model) fail("--model artifacts/<variant>/model.json is required");
   if (!COMPUTES.includes(opt.compute)) fail(`--compute must be one of ${COMPUTES.join(", ")}, not ${opt.compute}`);
   Object.assign(globalThis, globals);
-  const gpu = create(opt["dawn-toggle"].map((t) => `enable-dawn-features=${t}`));
+  // One flag for all toggles: Dawn keeps only the last of repeated enable-dawn-features flags.
+  const gpu = create(opt["dawn-toggle"].length ? [`enable-dawn-features=${opt["dawn-toggle"].join(",")}`] : []);
   const manifestUrl = pathToFileURL(resolve(opt.model)).href;
   const fetchFile = async (url) => {
     try {
