@@ -101,22 +101,21 @@ def main():
                              tir_pipeline=tir_pipeline())
 
     out = paths.lib(args.target)
+    extra = ""
     if args.target == "webgpu":
         with file_if_changed(out.with_suffix(".raw.tar")) as raw:
             executable.export_library(str(raw))
             wrote = write_bytes_if_changed(out, deterministic_tar(raw))
         out.with_suffix(".raw.tar").unlink(missing_ok=True)
         if paths.compute == "float16":
-            count = write_subgroup_matrix_kernels(paths, mod, executable, fam)
-            print(f"export-lib {paths.variant}/{paths.submodule}: {count} subgroup-matrix kernel(s) -> "
-                  f"{paths.subgroup_matrix_kernels}")
+            extra = f", {write_subgroup_matrix_kernels(paths, mod, executable, fam)} subgroup-matrix kernel(s)"
     else:
         with file_if_changed(out) as tmp:
             executable.export_library(str(tmp))
         wrote = True
     write_provenance(out, "export-lib", [source], {"target": args.target, "tvm_target": str(make_target(args.target))})
     log_stage(paths, "export-lib")
-    print(f"export-lib {paths.variant}/{paths.submodule} [{args.target}]: {out.stat().st_size / 2**10:.0f} KiB, "
+    print(f"export-lib {paths.variant}/{paths.submodule} [{args.target}]: {out.stat().st_size / 2**10:.0f} KiB{extra}, "
           f"{time.time() - start:.1f}s -> {out}{'' if wrote else ' (unchanged)'}")
 
 
