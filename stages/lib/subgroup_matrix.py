@@ -9,8 +9,9 @@ code computes from the scheduled function's `blockIdx` extents. So a kernel is e
 - its lowered form is one product C[b, i, j] += f32(A[b, i, k]) * f32(B[b, k, j]) (or B[b, j, k]) of float16
   operands accumulated in float32, optionally followed by elementwise blocks over [b, i, j] (the float16 cast,
   bias, residual, sigmoid), as FuseTIR leaves a fused matmul or a Winograd GEMM;
-- its schedule (the GEMM template of gemm.py) tiles the output into BM x BN tiles that divide M and N
-  exactly (grid BN-columns x (batch * M / BM)), and K is a multiple of the K step.
+- its schedule (the GEMM template of gemm.py) tiles the output into 64-row tiles (the last one of a batch
+  ragged where M is not a multiple of 64: the template pads it, this kernel checks its rows) and BN-column tiles
+  that divide N (grid N / BN x batch * ceil(M / 64)), and K is a multiple of the K step.
 
 Each workgroup is one subgroup (32 lanes: Tint accepts matrix loads only at offsets that are uniform, and
 `workgroup_id` is) over a 64 x 64 output tile, 4 x 4 fragments of 16 x 16, both operand tiles staged in
@@ -269,12 +270,12 @@ def tiles(scheduled_func, gemm: Gemm) -> tuple[int, int]:
     grid_x, grid_y = extents.get("blockIdx.x"), extents.get("blockIdx.y")
     if not grid_x or not grid_y or "blockIdx.z" in extents or "vthread.x" not in extents:
         raise Ineligible("not the GEMM template's launch")
-    if gemm.n % grid_x or (gemm.batch * gemm.m) % grid_y:
-        raise Ineligible("the tiles do not divide the output")
-    tile_n, tile_m = gemm.n // grid_x, gemm.batch * gemm.m // grid_y
-    if tile_m != TILE or tile_n % TILE or gemm.m % tile_m or gemm.k % K_STEP:
-        raise Ineligible(f"tiles {tile_m} x {tile_n}, K {gemm.k}")
-    return tile_m, tile_n
+    if gemm.n % grid_x or grid_y != gemm.batch * -(-gemm.m // TILE):
+        raise Ineligible("the tiles do not divide the output's columns, or are not 64 rows")
+    tile_n = gemm.n // grid_x
+    if tile_n % TILE or gemm.k % K_STEP:
+        raise Ineligible(f"tiles of {tile_n} columns, K {gemm.k}")
+    return TILE, tile_n
 
 
 # ---- WGSL --------------------------------------------------------------------------------------------------------
@@ -298,7 +299,13 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
     b_global = ("b * K * N + (k0 + r) * N + col0 + q * 4u" if gemm.b_k_major
                 else "b * N * K + (col0 + r) * K + k0 + q * 4u")
 
-    def fill(tile, rows, vecs, glob, transposed=False):
+    ragged = gemm.m % TILE != 0
+    row_tiles = -(-gemm.m // TILE)
+    # A ragged last tile reads its missing rows as zeros (from a clamped address) and writes only real rows.
+    a_global = "b * M * K + " + ("min(row0 + r, M - 1u)" if ragged else "(row0 + r)") + " * K + k0 + q * 4u"
+    a_guard = "row0 + r < M" if ragged else None
+
+    def fill(tile, rows, vecs, glob, transposed=False, guard=None):
         """Stages a tile with vec4 loads (a fixed trip count: the tile's vec4s are a multiple of the lanes, so
         the loop is uniform); `transposed` stores row r, column c of the loaded tile at [c][r]."""
         store = (f"{tile}[(q * 4u) * {rows}u + r] = v.x; {tile}[(q * 4u + 1u) * {rows}u + r] = v.y; "
@@ -310,7 +317,7 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
       let i = lid + t * {threads}u;
       let r = i / {vecs}u;
       let q = i % {vecs}u;
-      let v = {tile[0]}_vec[({glob}) / 4u];
+      let v = {f"select(vec4<f16>(), {tile[0]}_vec[({glob}) / 4u], {guard})" if guard else f"{tile[0]}_vec[({glob}) / 4u]"};
       {store}
     }}"""
 
@@ -366,8 +373,10 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
       var o1: {out_type};
       var o2: {out_type};
       var o3: {out_type};
+      if ({"row < M" if ragged else "true"}) {{
 {per_column}
-      Out_vec[({out_base}row * N + col4) / 4u] = vec4<{out_type}>(o0, o1, o2, o3);
+        Out_vec[({out_base}row * N + col4) / 4u] = vec4<{out_type}>(o0, o1, o2, o3);
+      }}
     }}
     workgroupBarrier();""" for j in range(fn))
     return f"""{enables}{header}
@@ -386,14 +395,14 @@ fn {name}(
 ) {{
   if (blockIdx.z * gridDim.x + blockIdx.x > podArgs.packGridDimX) {{ return; }}
   let tile_col = blockIdx.z * gridDim.x + blockIdx.x;
-  let b = blockIdx.y / {gemm.m // TILE}u;
-  let row0 = (blockIdx.y % {gemm.m // TILE}u) * {TILE}u;
+  let b = blockIdx.y / {row_tiles}u;
+  let row0 = (blockIdx.y % {row_tiles}u) * {TILE}u;
 {accs}
   for (var h = 0u; h < {gemm.tile_n // TILE}u; h += 1u) {{
     let col0 = tile_col * {gemm.tile_n}u + h * {TILE}u;
 {zero}
     for (var k0 = 0u; k0 < K; k0 += {K_STEP}u) {{
-{fill("As", TILE, K_STEP // 4, "b * M * K + (row0 + r) * K + k0 + q * 4u")}
+{fill("As", TILE, K_STEP // 4, a_global, guard=a_guard)}
 {fill("Bs", b_fill_rows, b_fill_vecs, b_global, transposed=not gemm.b_k_major)}
       workgroupBarrier();
 {mma}

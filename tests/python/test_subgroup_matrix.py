@@ -44,6 +44,9 @@ CASES = [
     ("silu", None, 64, 128, 32, "kn", "silu", Config(virtual_m=1, virtual_n=1)),
     # a Winograd GEMM: a batch of products, B as [batch, N, K], float32 out
     ("winograd", 3, 128, 64, 64, "nk", None, Config(virtual_m=1, virtual_n=1)),
+    # rows that are no multiple of 64 (cross-attention's keys and values of 2 x 77 tokens): a ragged last tile
+    ("ragged-rows", None, 154, 128, 64, "kn", "bias", Config(virtual_m=1, virtual_n=1)),
+    ("ragged-rows-batched", 2, 70, 64, 32, "nk", None, Config(virtual_m=1, virtual_n=1)),
 ]
 
 
@@ -151,7 +154,7 @@ def test_tensor_core_kernels_use_subgroup_matrices_with_the_same_interface(built
 
 
 def test_what_the_generator_leaves_to_tvm():
-    """Shapes the one-subgroup tile does not divide, a K off the K step, dlight's tiles, a float32 product and
+    """Columns the one-subgroup tile does not divide, a K off the K step, dlight's tiles, a float32 product and
     an epilogue operation the printer does not know all keep TVM's kernel."""
     from tvm import te
 
@@ -160,7 +163,7 @@ def test_what_the_generator_leaves_to_tvm():
         with pytest.raises(subgroup_matrix.Ineligible):
             subgroup_matrix.tiles(sch.mod["main"], subgroup_matrix.describe(func))
 
-    ineligible(kernel(None, 100, 128, 64, "kn", "bias"))  # M not a tile multiple
+    ineligible(kernel(None, 128, 100, 64, "kn", "bias"))  # N not a tile multiple
     ineligible(kernel(None, 128, 128, 48, "kn", "bias"))  # K not a multiple of the K step
     ineligible(kernel(None, 128, 128, 64, "kn", "bias"), Config(threads_y=8, virtual_m=1))  # 32-row tiles
 
