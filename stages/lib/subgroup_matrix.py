@@ -106,7 +106,7 @@ def describe(func) -> Gemm:
         raise Ineligible("C is not [b, i, j]")
 
     # The epilogue: each block an elementwise map over the same [b, i, j].
-    names = {acc_buf.name: ("acc", "float32")}
+    names = {acc_buf.name: "acc"}  # buffer -> the WGSL value holding its element at [b, row, col]
     lines: list[str] = []
     out = acc_buf.name if acc_buf.name in params else None
     for n_block, block in enumerate(rest):
@@ -124,12 +124,12 @@ def describe(func) -> Gemm:
         target = block.body.buffer
         local = f"v{n_block}"
         lines.append(f"let {local} = {expr};")
-        names[target.name] = (local, target.dtype)
+        names[target.name] = local
         if target.name in params:
             out = target.name
-    if out is None or rest and names[out][0] != f"v{len(rest) - 1}":
+    if out is None or rest and names[out] != f"v{len(rest) - 1}":
         raise Ineligible("the last block does not write a parameter")
-    result = names[out][0]
+    result = names[out]
     out_dtype = str(params[out].dtype)
     if out_dtype not in ("float16", "float32") or [_int(d) for d in params[out].shape] != extents[:-1]:
         raise Ineligible("the output is not a float [b, i, j] parameter")
@@ -223,7 +223,7 @@ class _Printer:
         if name in self.names:
             if not _indices_are(e, self.spatial):
                 raise Ineligible("an intermediate is read elsewhere than [b, i, j]")
-            return self.names[name][0]
+            return self.names[name]
         if name not in self.params:
             raise Ineligible("a load of an unknown buffer")
         self._type(_buf(e).dtype)
