@@ -53,12 +53,16 @@ export function checkManifest(manifest, url) {
 export const schedulerNames = (manifest) =>
   [manifest.default_scheduler, ...Object.keys(manifest.schedulers).filter((n) => n !== manifest.default_scheduler)];
 
+// stages/lib/subgroup_matrix.py's FORMAT and VERSION
+const KERNELS_FORMAT = "websd-subgroup-matrix-kernels";
+const KERNELS_VERSION = 1;
+
 /** A subgroup-matrix kernels file (stages/lib/subgroup_matrix.py) -> {kernel name: WGSL}; a FormatError naming `url`
  * if it is not one. */
 export function checkSubgroupMatrixKernels(file, url) {
-  if (file?.format !== "websd-subgroup-matrix-kernels" || file.version !== 1 || typeof file.kernels !== "object" ||
+  if (file?.format !== KERNELS_FORMAT || file.version !== KERNELS_VERSION || typeof file.kernels !== "object" ||
       !Object.values(file.kernels).every((code) => typeof code === "string")) {
-    throw new FormatError(`${url} is not a version 1 subgroup-matrix kernels file; rebuild the model`);
+    throw new FormatError(`${url} is not a version ${KERNELS_VERSION} subgroup-matrix kernels file; rebuild the model`);
   }
   return file.kernels;
 }
