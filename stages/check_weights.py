@@ -1,4 +1,5 @@
-"""check-weights: is WEIGHTS a diffusers folder of this model family? Nothing if so, else one line and exit 1.
+"""check-weights: is WEIGHTS a diffusers folder of this model family, with readable settings files and safetensors
+weights? Nothing if so, else one line and exit 1.
 
     python3 stages/check_weights.py --model sd15 --weights /models/stable-diffusion-v1-5
 

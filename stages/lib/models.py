@@ -300,6 +300,12 @@ def check_weights_folder(weights: Path, fam: Family) -> None:
     if missing:
         raise StageError(f"WEIGHTS={weights} lacks the folder(s) {', '.join(missing)}; a {fam.name} diffusers "
                          f"folder has {', '.join(needed)}")
+    # What needs no model built to find wrong is found here, before any stage starts (make runs this check when
+    # it reads the Makefile): an unreadable settings file, or weights only in pickled form.
+    for folder in [s.folder for s in fam.submodules if s.folder]:
+        read_config(weights / folder / "config.json")
+        safetensors_files(weights / folder)
+    read_config(weights / "scheduler" / "scheduler_config.json")
 
 
 def safetensors_files(folder: Path) -> list[Path]:

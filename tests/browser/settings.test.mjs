@@ -87,51 +87,61 @@ const USABLE = {
   model: (v) => MODELS.includes(v),
 };
 
+// The cases run on LANES pages side by side (each its own browser context): a case is mostly the page's module
+// waterfall and the worker's start, so one page alone leaves the cores idle between requests.
+const LANES = 4;
+
 test(`${CASES} generated sets of URL settings: each page ends usable or with an error card, never stuck`, { timeout: 600_000 }, async () => {
-  const session = await openPage(browser, server);
-  const { context, page, foreign, errors } = session;
-  const dialogs = [];
-  page.on("dialog", (d) => {
-    dialogs.push(d.message());
-    d.dismiss().catch(() => {});
-  });
-  // The tiny model announced as 4 GB: the page waits for a click, so no case downloads anything.
-  await announceLargeModels(context);
   const random = generator(SEED);
+  const cases = Array.from({ length: CASES }, () => makeCase(random));
   const states = {};
-  for (let i = 0; i < CASES; i++) {
-    const query = makeCase(random);
-    const what = `case ${i}: ?${new URLSearchParams(query)}`;
-    await page.goto(`${server.url}?${new URLSearchParams(query)}`);
-    const state = await waitForState(page, ["idle", "ready", "error"], 10_000).catch(() => null);
-    const text = await pageText(page);
-    assert.ok(state, `${what}: still "${text.state}" after 10 s (${text.status})`);
-    states[state] = (states[state] ?? 0) + 1;
-    if (state === "error") {
-      assert.ok(text.errorTitle && text.errorMessage, `${what}: an error state without a card`);
-      continue;
-    }
-    assert.equal(await page.isEnabled("#generate"), true, `${what}: Generate is disabled in state ${state}`);
-    const notices = await page.$$eval("#notices li", (items) => items.map((li) => li.textContent));
-    const unusable = Object.keys(USABLE).filter((key) => key in query && !USABLE[key](query[key], query)).sort();
-    const noticed = notices.map((n) => n.split("=")[0]).sort();
-    assert.deepEqual(noticed, unusable, `${what}: notices ${JSON.stringify(notices)}`);
-    // Usable values reach the form as given; the address bar no longer holds the unusable ones.
-    const form = await page.evaluate(() => window.websd.settings);
-    for (const key of ["steps", "guidance", "seed"]) if (key in query && USABLE[key](query[key])) assert.ok(form[key] === number(query[key]), `${what}: ${key} is ${form[key]}`);
-    for (const key of ["scheduler", "preview", "model"]) if (key in query && USABLE[key](query[key], query)) assert.equal(form[key], query[key], `${what}: ${key}`);
-    if (unusable.length) {
-      const address = new URL(page.url()).searchParams;
-      for (const key of unusable) if (key !== "model") assert.notEqual(address.get(key), query[key], `${what}: the address bar keeps ${key}`);
-    }
-  }
-  assert.deepEqual(dialogs, [], "a dialog opened");
-  assert.deepEqual(foreign, [], "a request left the site");
-  assert.deepEqual(errors, [], "page errors");
-  for (const model of MODELS) assert.deepEqual(modelDownloads(session.requests, model), [], `a file of ${model} was downloaded`);
+  const lane = async (first) => {
+    const session = await openPage(browser, server);
+    const { context, page, foreign, errors } = session;
+    const dialogs = [];
+    page.on("dialog", (d) => {
+      dialogs.push(d.message());
+      d.dismiss().catch(() => {});
+    });
+    // The tiny model announced as 4 GB: the page waits for a click, so no case downloads anything.
+    await announceLargeModels(context);
+    for (let i = first; i < CASES; i += LANES) await checkCase(page, i, cases[i], states);
+    assert.deepEqual(dialogs, [], `a dialog opened (lane ${first})`);
+    assert.deepEqual(foreign, [], `a request left the site (lane ${first})`);
+    assert.deepEqual(errors, [], `page errors (lane ${first})`);
+    for (const model of MODELS) assert.deepEqual(modelDownloads(session.requests, model), [], `a file of ${model} was downloaded`);
+    await context.close();
+  };
+  await Promise.all(Array.from({ length: LANES }, (_, first) => lane(first)));
+  assert.equal(Object.values(states).reduce((a, b) => a + b, 0), CASES);
   console.log(`settings cases: ${JSON.stringify(states)}`);
-  await context.close();
 });
+
+async function checkCase(page, i, query, states) {
+  const what = `case ${i}: ?${new URLSearchParams(query)}`;
+  await page.goto(`${server.url}?${new URLSearchParams(query)}`);
+  const state = await waitForState(page, ["idle", "ready", "error"], 10_000).catch(() => null);
+  const text = await pageText(page);
+  assert.ok(state, `${what}: still "${text.state}" after 10 s (${text.status})`);
+  states[state] = (states[state] ?? 0) + 1;
+  if (state === "error") {
+    assert.ok(text.errorTitle && text.errorMessage, `${what}: an error state without a card`);
+    return;
+  }
+  assert.equal(await page.isEnabled("#generate"), true, `${what}: Generate is disabled in state ${state}`);
+  const notices = await page.$$eval("#notices li", (items) => items.map((li) => li.textContent));
+  const unusable = Object.keys(USABLE).filter((key) => key in query && !USABLE[key](query[key], query)).sort();
+  const noticed = notices.map((n) => n.split("=")[0]).sort();
+  assert.deepEqual(noticed, unusable, `${what}: notices ${JSON.stringify(notices)}`);
+  // Usable values reach the form as given; the address bar no longer holds the unusable ones.
+  const form = await page.evaluate(() => window.websd.settings);
+  for (const key of ["steps", "guidance", "seed"]) if (key in query && USABLE[key](query[key])) assert.ok(form[key] === number(query[key]), `${what}: ${key} is ${form[key]}`);
+  for (const key of ["scheduler", "preview", "model"]) if (key in query && USABLE[key](query[key], query)) assert.equal(form[key], query[key], `${what}: ${key}`);
+  if (unusable.length) {
+    const address = new URL(page.url()).searchParams;
+    for (const key of unusable) if (key !== "model") assert.notEqual(address.get(key), query[key], `${what}: the address bar keeps ${key}`);
+  }
+}
 
 test("autorun with a negative step count: the page loads, says what it changed, and a reload does not repeat it", { timeout: 120_000 }, async () => {
   const session = await openPage(browser, server);

@@ -183,15 +183,30 @@ def one_up_block_too_few(config: str) -> str:
 @pytest.mark.parametrize("damage, problem", [
     (lambda config: config[: len(config) // 2], "is not valid JSON"),
     (lambda config: "[1, 2]", "holds a JSON list, not an object"),
-    (one_up_block_too_few, "does not describe a unet diffusers can build (ValueError: "),
-], ids=["truncated", "not-an-object", "refused-by-diffusers"])
-def test_unusable_config_json(tree, build_copy, weights_copy, damage, problem):
-    """The UNet's config.json broken three ways: trace stops with one line naming the file (the scheduler
-    functions read it too, and say the same); nothing built changes."""
+], ids=["truncated", "not-an-object"])
+def test_unreadable_config_json(tree, artifacts, weights_copy, damage, problem):
+    """The UNet's config.json unreadable two ways: make stops before any stage starts, with one line naming the
+    file; a stage given the same folder says the same."""
     config = weights_copy / "unet" / "config.json"
     config.write_text(damage(config.read_text()))
+    result = run_make(MODEL, tree=tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
+    assert_one_line_error(result, str(config), problem)
+    assert stage_lines(result.stdout) == []
+    assert_nothing_in(artifacts)
+    stage = run_stage("trace", "--variant-dir", artifacts / MODEL, "--submodule", "sched", "--weights",
+                      weights_copy, tree=tree)
+    assert_one_line_error(stage, "error: trace:", str(config), problem)
+    assert_nothing_in(artifacts)
+
+
+def test_config_json_diffusers_refuses(tree, build_copy, weights_copy):
+    """A config.json that reads as settings but describes no UNet diffusers can build: trace stops with one line
+    naming the file and diffusers' reason (the scheduler functions read it too, and say the same); nothing
+    built changes."""
+    config = weights_copy / "unet" / "config.json"
+    config.write_text(one_up_block_too_few(config.read_text()))
     variant, before, result = rebuild_with(build_copy, weights_copy, tree)
-    assert_one_line_error(result, "error: trace:", str(config), problem)
+    assert_one_line_error(result, "error: trace:", str(config), "does not describe a unet diffusers can build (ValueError: ")
     assert_only_the_scheduler_changed(before, snapshot(variant.parent))
 
 
@@ -208,14 +223,15 @@ def test_config_that_disagrees_with_the_weights(tree, build_copy, weights_copy):
     assert_only_the_scheduler_changed(before, snapshot(variant.parent))
 
 
-def test_pickled_weights_are_refused_with_how_to_convert(tree, build_copy, weights_copy):
+def test_pickled_weights_are_refused_with_how_to_convert(tree, artifacts, weights_copy):
+    """Weights only as pickled .bin: refused before any stage starts, with how to convert them."""
     (weights_file,) = (weights_copy / "unet").glob("*.safetensors")
     weights_file.rename(weights_copy / "unet" / "diffusion_pytorch_model.bin")
-    os.utime(weights_copy / "unet" / "config.json")  # a first build of this folder: trace runs
-    variant, before, result = rebuild_with(build_copy, weights_copy, tree)
-    assert_one_line_error(result, "error: trace:", "no .safetensors weights", "pickled .bin weights are not read",
-                          "safe_serialization=True")
-    assert_only_the_scheduler_changed(before, snapshot(variant.parent))
+    result = run_make(MODEL, tree=tree, WEIGHTS=weights_copy, ARTIFACTS=artifacts)
+    assert_one_line_error(result, f"{weights_copy / 'unet'} has no .safetensors weights",
+                          "pickled .bin weights are not read", "safe_serialization=True")
+    assert stage_lines(result.stdout) == []
+    assert_nothing_in(artifacts)
 
 
 def test_float16_variant_files_and_extra_folders(tiny_build, tree, build_copy, weights_copy):
