@@ -1,6 +1,7 @@
 """The one Relax compilation pipeline, phase by phase (after mlc-llm's compiler_pass/pipeline.py).
 
-    transform stage (target-independent):  1 canonicalize -> 2 lift parameter transforms (build time)
+    transform stage (target-independent):  1 canonicalize (one product per group of products of one input)
+                                           -> 2 lift parameter transforms (build time)
                                            -> 3 compute precision (float16 libraries only)
                                            -> 4 rewrites with load-time weight work
                                            -> 5 fuse attention, legalize and fuse
@@ -26,12 +27,13 @@ def _transform():
 
 
 def canonicalize():
+    from .passes.combine_parallel_matmuls import CombineParallelMatmuls
     from .passes.narrow_take_indices import NarrowTakeIndices
     from .passes.split_group_norm import SplitGroupNorm
 
     T = _transform()
     return [T.DecomposeOpsForInference(), T.CanonicalizeBindings(), NarrowTakeIndices, SplitGroupNorm,
-            T.CanonicalizeBindings()]
+            T.CanonicalizeBindings(), CombineParallelMatmuls, T.CanonicalizeBindings()]
 
 
 def lift_parameter_transforms():
