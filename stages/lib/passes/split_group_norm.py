@@ -8,10 +8,13 @@ values alone. Measured on an H100 through Dawn, those kernels were 45% of the UN
 Here each group's values are reshaped to (chunks, chunk) and summed in two stages (thousands of rows, then
 a short one), once for the mean and once for the centred second moment (two passes, not E[x^2] - E[x]^2,
 whose cancellation would cost precision); the normalisation and affine transform are elementwise and fuse
-with what follows (SiLU) into one kernel.
+with what follows (SiLU) into one kernel. Inputs of rank 3 too: the VAE's attention block normalises (n, c, h * w),
+which at SDXL's 1024 x 1024 took 46 ms in one call on the H200 before.
 """
 
 from __future__ import annotations
+
+import math
 
 from tvm import relax
 from tvm.relax import op
@@ -37,12 +40,13 @@ def _split(builder, call):
     x, gamma, beta = call.args
     attrs = call.attrs
     shape = [int(d) for d in x.ty.shape]
-    if (len(shape) != 4 or int(attrs.channel_axis) != 1 or [int(a) for a in attrs.axes] != [2, 3]
+    # (n, c, h, w) in the resnets; (n, c, h * w) before an attention block (the VAE's mid block)
+    if (len(shape) < 3 or int(attrs.channel_axis) != 1 or [int(a) for a in attrs.axes] != list(range(2, len(shape)))
             or not (attrs.center and attrs.scale) or x.ty.dtype != "float32"):
         return None
-    n, c, h, w = shape
+    n, c = shape[:2]
     groups = int(attrs.num_groups)
-    length = c // groups * h * w
+    length = c // groups * math.prod(shape[2:])
     if length < MIN_GROUP_SIZE:
         return None
     chunk = _chunk(length)
@@ -58,9 +62,10 @@ def _split(builder, call):
     centred = emit(op.subtract(rows, mean))
     var = mean_of(emit(op.multiply(centred, centred)))
     inv_std = emit(op.rsqrt(emit(op.add(var, relax.const(float(attrs.epsilon), "float32")))))
-    normed = emit(op.reshape(emit(op.multiply(centred, inv_std)), (n, c, h, w)))
-    scale = emit(op.reshape(gamma, (1, c, 1, 1)))
-    shift = emit(op.reshape(beta, (1, c, 1, 1)))
+    normed = emit(op.reshape(emit(op.multiply(centred, inv_std)), shape))
+    per_channel = (1, c) + (1,) * (len(shape) - 2)
+    scale = emit(op.reshape(gamma, per_channel))
+    shift = emit(op.reshape(beta, per_channel))
     return op.add(op.multiply(normed, scale), shift)
 
 
