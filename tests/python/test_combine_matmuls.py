@@ -11,7 +11,7 @@ import pytest
 from lib.passes import combine_parallel_matmuls as combine
 
 
-def _thin_products(widths, rows=6, depth=16, shared_input=True):
+def _thin_products(widths, rows=combine.MIN_ROWS, depth=16, shared_input=True):
     """main(x, w_0, ..., w_n) -> tuple of matmul(reshape(x), permute_dims(w_i)), spelled as the traced models spell
     a linear layer: each product reshapes its input itself."""
     from tvm import relax
@@ -64,16 +64,17 @@ def test_products_of_one_input_are_combined_within_the_limits(monkeypatch, share
     assert [len(s.ty.fields) for s in _calls(combined, "relax.split")] == [7, 7, 5]
 
     rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal((2, 3, 16), dtype=np.float32)]
+    inputs = [rng.standard_normal((2, combine.MIN_ROWS // 2, 16), dtype=np.float32)]
     inputs += [rng.standard_normal((w, 16), dtype=np.float32) for w in widths]
     for before, after in zip(_run(mod, inputs), _run(combined, inputs), strict=True):
         np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
 
 
-def test_a_lone_product_and_one_over_the_cap_stay_as_they_are(monkeypatch):
+def test_a_lone_product_one_over_the_cap_and_few_rows_stay_as_they_are(monkeypatch):
     monkeypatch.setattr(combine, "MAX_WEIGHT_BYTES", 32 * 16 * 4)
-    for widths in ([8], [8, 64]):  # the second: its 64 columns alone are over the cap
-        mod = _thin_products(widths)
+    # a lone product; one whose 64 columns alone are over the cap; products of fewer rows than a GEMM tile
+    for widths, rows in (([8], 64), ([8, 64], 64), ([8, 8, 8], 2)):
+        mod = _thin_products(widths, rows=rows)
         combined = combine.CombineParallelMatmuls(mod)
         assert len(_calls(combined, "relax.matmul")) == len(widths)
         assert _calls(combined, "relax.split") == []

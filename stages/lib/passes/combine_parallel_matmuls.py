@@ -2,9 +2,9 @@
 side, in groups small enough for any WebGPU device.
 
 An attention block computes q, k and v from the same normalised hidden states; every cross-attention block of the
-UNet computes its keys and values from the same text embeddings (SD 1.5: 32 products of 154 rows, SDXL: 140); every
-resnet projects the same time embedding. Each is a thin product on its own (a few hundred workgroups, or fewer than
-the GPU has compute units) and a dispatch of its own. Here each group becomes one product whose weight is the
+UNet computes its keys and values from the same text embeddings (SD 1.5: 32 products of 154 rows, SDXL: 140). Each is
+a thin product on its own (a few hundred workgroups, or fewer than the GPU has compute units) and a dispatch of its
+own. Here each group becomes one product whose weight is the
 group's weights concatenated (weight-only work, which the lift phase moves into the build-time parameter
 transform), followed by a split.
 
@@ -35,6 +35,10 @@ MAX_PRODUCTS = 7
 # A combined weight stays a tensor any device binds whole (WebGPU's default maxStorageBufferBindingSize is 128 MiB),
 # counted in float32 (a float16 library's is half).
 MAX_WEIGHT_BYTES = 64 * 2**20
+
+# A product of fewer rows than one GEMM tile (the resnets' time projections: 2 rows) reads its weight once, grouped
+# or not; combining it would save a dispatch and add a split kernel.
+MIN_ROWS = 64
 
 _MATMUL = tvm.ir.Op.get("relax.matmul")
 _PERMUTE = tvm.ir.Op.get("relax.permute_dims")
@@ -73,6 +77,8 @@ def _product(binding, bound, params) -> _Product | None:
             return None
         rhs, transposed = call.args[0], True
     if rhs not in params or len(_shape(lhs) or []) != 2 or len(_shape(rhs) or []) != 2:
+        return None
+    if _shape(lhs)[0] < MIN_ROWS:
         return None
     return _Product(binding.var, lhs, rhs, transposed, str(value.ty.dtype))
 
