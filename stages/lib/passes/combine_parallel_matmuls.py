@@ -4,14 +4,13 @@ side, in groups small enough for any WebGPU device.
 An attention block computes q, k and v from the same normalised hidden states; every cross-attention block of the
 UNet computes its keys and values from the same text embeddings (SD 1.5: 32 products of 154 rows, SDXL: 140). Each is
 a thin product on its own (a few hundred workgroups, or fewer than the GPU has compute units) and a dispatch of its
-own. Here each group becomes one product whose weight is the
-group's weights concatenated (weight-only work, which the lift phase moves into the build-time parameter
-transform), followed by a split.
+own. Here each group becomes one product whose weight is the group's weights concatenated (weight-only work, which
+the lift phase moves into the build-time parameter transform), followed by a split.
 
 TVM has this pass (relax.transform.CombineParallelMatmul), but it combines every product of an input or none, and
 its split is one kernel with an output buffer per product: SDXL's 140 text projections would be one 681 MB weight
 and a kernel of 141 storage buffers, where WebGPU guarantees 8 per stage and 128 MiB per binding. So groups here are
-consecutive products of one input within MAX_PRODUCTS and MAX_WEIGHT_BYTES.
+consecutive products of one input within MAX_PRODUCTS and MAX_WEIGHT_BYTES, each of at least MIN_ROWS rows.
 
 Products must be spelled alike to be found: the traced model reshapes the input once per product, so identical
 expressions are merged first (EliminateCommonSubexpr). A product is `matmul(x, w)` or `matmul(x, permute_dims(w))`
@@ -76,9 +75,8 @@ def _product(binding, bound, params) -> _Product | None:
                 and [int(a) for a in call.attrs.axes] == [1, 0]):
             return None
         rhs, transposed = call.args[0], True
-    if rhs not in params or len(_shape(lhs) or []) != 2 or len(_shape(rhs) or []) != 2:
-        return None
-    if _shape(lhs)[0] < MIN_ROWS:
+    lhs_shape = _shape(lhs) or []
+    if rhs not in params or len(lhs_shape) != 2 or len(_shape(rhs) or []) != 2 or lhs_shape[0] < MIN_ROWS:
         return None
     return _Product(binding.var, lhs, rhs, transposed, str(value.ty.dtype))
 
