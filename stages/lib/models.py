@@ -302,7 +302,7 @@ def check_weights_folder(weights: Path, fam: Family) -> None:
                          f"folder has {', '.join(needed)}")
     # What needs no model built to find wrong is found here, before any stage starts (make runs this check when
     # it reads the Makefile): an unreadable settings file, or weights only in pickled form.
-    for folder in [s.folder for s in fam.submodules if s.folder]:
+    for folder in dict.fromkeys(s.folder for s in fam.submodules if s.folder):  # the scheduler functions read unet/
         read_config(weights / folder / "config.json")
         safetensors_files(weights / folder)
     read_config(weights / "scheduler" / "scheduler_config.json")

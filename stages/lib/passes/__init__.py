@@ -40,3 +40,11 @@ def rewrite_relax_functions(mod, mutator_class):
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gvar, mutator.visit_expr(func))
     return mutator.builder_.get()
+
+
+def static_shape(expr) -> list[int] | None:
+    """The shape of a Relax expression as ints; None where it is symbolic or unknown."""
+    try:
+        return [int(d) for d in expr.ty.shape]
+    except (TypeError, AttributeError):
+        return None

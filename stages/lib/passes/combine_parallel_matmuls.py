@@ -26,7 +26,7 @@ import tvm
 from tvm import relax
 from tvm.relax import op
 
-from . import rewrite_relax_functions
+from . import rewrite_relax_functions, static_shape
 
 # The split kernel binds the combined result and one buffer per product: within WebGPU's guaranteed 8 storage
 # buffers per shader stage.
@@ -43,19 +43,12 @@ _MATMUL = tvm.ir.Op.get("relax.matmul")
 _PERMUTE = tvm.ir.Op.get("relax.permute_dims")
 
 
-def _shape(expr) -> list[int] | None:
-    try:
-        return [int(d) for d in expr.ty.shape]
-    except (TypeError, AttributeError):
-        return None
-
-
 class _Product:
     """One `var = matmul(lhs, weight)`; `weight` rebuilds the right-hand side from the function's parameter."""
 
     def __init__(self, var, lhs, param, transposed: bool, out_dtype: str):
         self.var, self.lhs, self.param, self.transposed, self.out_dtype = var, lhs, param, transposed, out_dtype
-        rows, cols = _shape(param)
+        rows, cols = static_shape(param)
         self.columns = rows if transposed else cols
         self.bytes = rows * cols * tvm.runtime.DataType(param.ty.dtype).bits // 8
 
@@ -75,8 +68,8 @@ def _product(binding, bound, params) -> _Product | None:
                 and [int(a) for a in call.attrs.axes] == [1, 0]):
             return None
         rhs, transposed = call.args[0], True
-    lhs_shape = _shape(lhs) or []
-    if rhs not in params or len(lhs_shape) != 2 or len(_shape(rhs) or []) != 2 or lhs_shape[0] < MIN_ROWS:
+    lhs_shape = static_shape(lhs) or []
+    if rhs not in params or len(lhs_shape) != 2 or len(static_shape(rhs) or []) != 2 or lhs_shape[0] < MIN_ROWS:
         return None
     return _Product(binding.var, lhs, rhs, transposed, str(value.ty.dtype))
 

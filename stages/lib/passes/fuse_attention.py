@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 
 from .. import attention
-from . import call_rewriting_pass
+from . import call_rewriting_pass, static_shape
 
 # Layout ops and casts that sit between the three steps without changing what they compute.
 PASS_THROUGH = ("relax.reshape", "relax.broadcast_to", "relax.astype")
@@ -47,13 +47,6 @@ def _through(builder, expr, op_name: str):
     return None
 
 
-def _shape(expr):
-    try:
-        return [int(d) for d in expr.ty.shape]
-    except (TypeError, AttributeError):  # symbolic or unknown shapes
-        return None
-
-
 def _rewrite(builder, call):
     probs, v = call.args
     softmax = _through(builder, probs, "relax.nn.softmax")
@@ -63,7 +56,7 @@ def _rewrite(builder, call):
     if scores is None:
         return None
     q, k_t = scores.args
-    shapes = [_shape(x) for x in (q, k_t, v, call, probs)]
+    shapes = [static_shape(x) for x in (q, k_t, v, call, probs)]
     if any(s is None or len(s) != 3 for s in shapes):
         return None
     (bh, n_q, d), (bh_k, d_k, n_k), (bh_v, n_v, d_v), out_shape, probs_shape = shapes
