@@ -243,7 +243,7 @@ $(A)/%/.tune.stamp: $(A)/%/lowered.v1.json $$(wildcard $$(call tuning_dir,$$*)/d
 # export-lib: each library compiled on its own; WebGPU objects (wasm32 host) and a CPU library.
 $(A)/%/lib.webgpu.v1.tar $(A)/%/subgroup-matrix.v1.json: $(A)/%/.export-webgpu.stamp ; $(RESTAT)
 $(A)/%/.export-webgpu.stamp: $(A)/%/scheduled.webgpu.v1.json stages/export_lib.py $(LIB) $(PIPELINE) \
-		$$(if $$(call is_float16,$$*),stages/lib/subgroup_matrix.py) $$(call missing,$$(@D)/lib.webgpu.v1.tar) \
+		$$(if $$(call is_float16,$$*),stages/lib/subgroup_matrix.py stages/lib/subgroup_matrix_attention.py) $$(call missing,$$(@D)/lib.webgpu.v1.tar) \
 		$$(if $$(call is_float16,$$*),$$(call missing,$$(@D)/subgroup-matrix.v1.json))
 	$(call say,EXPORT-LIB,$(@D) webgpu)
 	$(Q)$(call STAGE,export_lib,$(call variant_of,$*)) --submodule $(call library_of,$*) --target webgpu

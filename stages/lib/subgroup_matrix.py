@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 FEATURES = ("shader-f16", "chromium-experimental-subgroup-matrix")
 FORMAT = "websd-subgroup-matrix-kernels"
-VERSION = 1
+VERSION = 2  # 2: records of WGSL and workgroups_x
 
 FRAG = 16  # fragment edge (the f16 x f16 -> f32 configuration every Dawn adapter with the feature offers)
 TILE = 64  # output tile edge of one subgroup
@@ -417,10 +417,12 @@ fn {name}(
 BINDING = re.compile(r"^@group\(0\) @binding\(\d+\) var<(storage, read|storage, read_write|uniform)> (\w+) : (.+);$")
 
 
-def _bindings(tvm_wgsl: str, gemm: Gemm) -> str:
-    """TVM's binding declarations and its PODArgs struct, with the operands and the output bound as vec4 arrays
-    instead (same bindings and access)."""
-    out, in_struct = [], False
+def copy_bindings(tvm_wgsl: str, required: list[str], vectors: dict[str, str] | None = None) -> str:
+    """TVM's binding declarations and its PODArgs struct, which a replacement kernel keeps (same bindings and
+    access); the `vectors` ({TVM's name: new name}) bound as vec4 arrays instead. Ineligible unless every name in
+    `required` is among them."""
+    vectors = vectors or {}
+    out, in_struct, names = [], False, set()
     for line in tvm_wgsl.splitlines():
         if line.startswith("struct PODArgs"):
             in_struct = True
@@ -432,16 +434,21 @@ def _bindings(tvm_wgsl: str, gemm: Gemm) -> str:
         if not m:
             continue
         var = m.group(2)
-        vectors = {f"{gemm.a}_ptr": "A_vec", f"{gemm.b}_ptr": "B_vec", f"{gemm.out}_ptr": "Out_vec"}
+        names.add(var)
         if var in vectors:
             element = m.group(3).removeprefix("array<").removesuffix(">")
             out.append(line.replace(f" {var} : array<{element}>", f" {vectors[var]} : array<vec4<{element}>>"))
         else:
             out.append(line)
     text = "\n".join(out)
-    if "podArgs" not in text or any(f"{v} : array<vec4<" not in text for v in ("A_vec", "B_vec", "Out_vec")):
+    if "podArgs" not in text or not set(required) <= names:
         raise Ineligible("TVM's WGSL has another interface")
     return text
+
+
+def _bindings(tvm_wgsl: str, gemm: Gemm) -> str:
+    operands = {f"{gemm.a}_ptr": "A_vec", f"{gemm.b}_ptr": "B_vec", f"{gemm.out}_ptr": "Out_vec"}
+    return copy_bindings(tvm_wgsl, list(operands), operands)
 
 
 # ---- a library ------------------------------------------------------------------------------------------------
@@ -454,9 +461,12 @@ def split_wgsl(source: str) -> dict[str, str]:
 
 
 def library_kernels(lowered, scheduled, wgsl: dict[str, str], prefix: str, emulate: bool = False) -> dict:
-    """{kernel name: WGSL} for every eligible kernel of a library (lowered and scheduled: its IRModules before
-    and after scheduling; wgsl: split_wgsl of its built WebGPU module; prefix: its system-library prefix)."""
+    """{kernel name: record} for every eligible kernel of a library (lowered and scheduled: its IRModules before
+    and after scheduling; wgsl: split_wgsl of its built WebGPU module; prefix: its system-library prefix). A record
+    is the WGSL (`wgsl`) and how many of its workgroups take the place of one of TVM's along x (`workgroups_x`)."""
     from tvm import tirx
+
+    from . import attention, subgroup_matrix_attention
 
     found = {}
     lowered_names = {g.name_hint for g in lowered.get_global_vars()}
@@ -467,15 +477,22 @@ def library_kernels(lowered, scheduled, wgsl: dict[str, str], prefix: str, emula
         name = f"{prefix}{gv.name_hint}_kernel"
         if name not in wgsl:
             continue
+        form = lowered[gv.name_hint]
+        make = subgroup_matrix_attention.library_kernel if attention.is_attention(form) else library_kernel
         try:
-            gemm = describe(lowered[gv.name_hint])
-            gemm.tile_m, gemm.tile_n = tiles(func, gemm)
-            found[name] = kernel(name, gemm, wgsl[name], emulate=emulate)
+            found[name] = make(name, form, func, wgsl[name], emulate)
         except Ineligible:
             continue
     return found
 
 
-def kernels_file(kernels: dict[str, str]) -> bytes:
+def library_kernel(name: str, lowered, scheduled, tvm_wgsl: str, emulate: bool = False) -> dict:
+    """The kernels-file record replacing TVM's GEMM kernel `name`, or Ineligible."""
+    gemm = describe(lowered)
+    gemm.tile_m, gemm.tile_n = tiles(scheduled, gemm)
+    return {"wgsl": kernel(name, gemm, tvm_wgsl, emulate=emulate), "workgroups_x": 1}
+
+
+def kernels_file(kernels: dict[str, dict]) -> bytes:
     return (json.dumps({"format": FORMAT, "version": VERSION, "features": list(FEATURES), "kernels": kernels},
                        indent=0, sort_keys=True) + "\n").encode()

@@ -1,4 +1,5 @@
-"""The float16 libraries' subgroup-matrix kernels (stages/lib/subgroup_matrix.py).
+"""The float16 libraries' subgroup-matrix kernels (stages/lib/subgroup_matrix.py: GEMMs,
+stages/lib/subgroup_matrix_attention.py: the fused attention).
 
     .venv/bin/python -m pytest tests/python/test_subgroup_matrix.py -q
 
@@ -27,7 +28,7 @@ from webgpu_kernels import assert_matches, build_wasm, run_kernels
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "stages"))
 
-from lib import gemm, subgroup_matrix  # noqa: E402
+from lib import attention, gemm, subgroup_matrix, subgroup_matrix_attention  # noqa: E402
 from lib.gemm import Config  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
@@ -48,6 +49,41 @@ CASES = [
     ("ragged-rows", None, 154, 128, 64, "kn", "bias", Config(virtual_m=1, virtual_n=1)),
     ("ragged-rows-batched", 2, 70, 64, 32, "nk", None, Config(virtual_m=1, virtual_n=1)),
 ]
+
+
+# (name, bh, n_q, n_k, d, output dtype (float32, as FuseAttention makes it), TVM's attention.Config or None for its default, scale of the later keys)
+ATTENTION_CASES = [
+    # 64-wide heads (SDXL's: O staged in all of the scores' workgroup memory), four 32-row workgroups where TVM's
+    # kernel has one of 128 rows; the second block of keys scores far higher (x 6), so every row's maximum jumps
+    # and O is rescaled
+    ("attention", 2, 128, 128, 64, "float32", attention.Config(128, 1, 8), 6.0),
+]
+ATTENTION_TOLERANCE = 2e-3  # the probabilities rounded to float16 before the product with v (float32 sums)
+
+
+def attention_kernel(bh, n_q, n_k, d, out_dtype):
+    """The reference PrimFunc as FuseAttention leaves it in a float16 library (marked for the GPU rule)."""
+    from tvm import te
+
+    q = te.placeholder((bh, n_q, d), "float16", "q")
+    k_t = te.placeholder((bh, d, n_k), "float16", "k_t")
+    v = te.placeholder((bh, n_k, d), "float16", "v")
+    out = attention.reference(q, k_t, v, out_dtype)
+    return te.create_prim_func([q, k_t, v, out]).with_attr(attention.KERNEL_ATTR, attention.KERNEL_NAME)
+
+
+def attention_inputs(bh, n_q, n_k, d, later_scale, seed):
+    rng = np.random.default_rng(seed)
+    q = (rng.standard_normal((bh, n_q, d)) / np.sqrt(d)).astype(np.float16)
+    k_t = rng.standard_normal((bh, d, n_k))
+    k_t[:, :, subgroup_matrix_attention.KEYS:] *= later_scale
+    return q, k_t.astype(np.float16), rng.standard_normal((bh, n_k, d)).astype(np.float16)
+
+
+def numpy_attention(q, k_t, v):
+    scores = np.einsum("bid,bdj->bij", q.astype(np.float64), k_t.astype(np.float64))
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    return np.einsum("bij,bjd->bid", probs / probs.sum(-1, keepdims=True), v.astype(np.float64))
 
 
 def kernel(batch, m, n, k, layout, epilogue):
@@ -103,6 +139,9 @@ def built(tiny_build, tmp_path_factory):
         sch = gemm.schedule(lowered, config)
         assert sch is not None
         funcs[name.replace("-", "_")] = (lowered, sch.mod["main"])
+    for name, bh, n_q, n_k, d, out_dtype, config, _ in ATTENTION_CASES:
+        lowered = attention_kernel(bh, n_q, n_k, d, out_dtype)
+        funcs[name.replace("-", "_")] = (lowered, attention.kernel_for(lowered, config))
     folder = tmp_path_factory.mktemp("subgroup-matrix")
     runtime = tiny_build.artifacts / "tvm-runtime" / version("apache-tvm")
     wasm = build_wasm(folder, {n: scheduled for n, (_, scheduled) in funcs.items()}, runtime)
@@ -110,12 +149,16 @@ def built(tiny_build, tmp_path_factory):
 
 
 def generated(built, name, emulate):
+    """(kernel name, record) as export-lib makes them for a library (in a model's, the system-library prefix leads
+    the kernel's name)."""
+    import tvm
+
     funcs, _, wgsl = built
     lowered, scheduled = funcs[name]
-    gemm_form = subgroup_matrix.describe(lowered)
-    gemm_form.tile_m, gemm_form.tile_n = subgroup_matrix.tiles(scheduled, gemm_form)
-    kernel_name = f"{name}_kernel"  # (in a model's library, the system-library prefix leads)
-    return kernel_name, subgroup_matrix.kernel(kernel_name, gemm_form, wgsl[kernel_name], emulate=emulate)
+    found = subgroup_matrix.library_kernels(tvm.IRModule({name: lowered}), tvm.IRModule({name: scheduled}),
+                                            {f"{name}_kernel": wgsl[f"{name}_kernel"]}, "", emulate)
+    assert list(found) == [f"{name}_kernel"], f"{name}: no subgroup-matrix kernel"
+    return f"{name}_kernel", found[f"{name}_kernel"]
 
 
 def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
@@ -129,12 +172,34 @@ def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
         expected[name] = reference(*arrays if epilogue else (*arrays, None), layout, epilogue)
         shape = [batch, m, n] if batch else [m, n]
         calls.append((name, arrays, shape, "float16" if epilogue else "float32"))
-        kernel_name, code = generated(built, name, emulate=True)
-        replacements[kernel_name] = code
+        kernel_name, record = generated(built, name, emulate=True)
+        assert record["workgroups_x"] == 1
+        replacements[kernel_name] = record
     outputs = run_kernels(wasm, tmp_path, calls, str(LAVAPIPE_ICD), features=["shader-f16"],
                           replacements=replacements)
     for name, out in outputs.items():
         assert_matches(out, expected[name], TOLERANCE, name)
+
+
+def test_emulated_attention_matches_numpy_on_lavapipe(built, tmp_path):
+    """The attention kernel's online softmax, lazy rescaling, staging and its finer grid (the runtime dispatches
+    `workgroups_x` times TVM's workgroups), with the fragment products in plain arithmetic."""
+    if not LAVAPIPE_ICD.exists():
+        pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
+    _, wasm, _ = built
+    calls, expected, replacements = [], {}, {}
+    for i, (case, bh, n_q, n_k, d, out_dtype, _, later_scale) in enumerate(ATTENTION_CASES):
+        name = case.replace("-", "_")
+        q, k_t, v = attention_inputs(bh, n_q, n_k, d, later_scale, seed=i)
+        expected[name] = numpy_attention(q, k_t, v)
+        calls.append((name, (q, k_t, v), [bh, n_q, d], out_dtype))
+        kernel_name, record = generated(built, name, emulate=True)
+        assert record["workgroups_x"] > 1
+        replacements[kernel_name] = record
+    outputs = run_kernels(wasm, tmp_path, calls, str(LAVAPIPE_ICD), features=["shader-f16"],
+                          replacements=replacements)
+    for name, out in outputs.items():
+        assert_matches(out, expected[name], ATTENTION_TOLERANCE, name)
 
 
 def test_tensor_core_kernels_use_subgroup_matrices_with_the_same_interface(built):
@@ -142,8 +207,9 @@ def test_tensor_core_kernels_use_subgroup_matrices_with_the_same_interface(built
     memory, and TVM's bindings and entry point kept (the emulated form is checked above; this one runs only
     where the feature is: the benchmark)."""
     funcs, _, wgsl = built
-    for name in funcs:
-        kernel_name, code = generated(built, name, emulate=False)
+    for name in [case[0].replace("-", "_") for case in CASES]:
+        kernel_name, record = generated(built, name, emulate=False)
+        code = record["wgsl"]
         assert "enable chromium_experimental_subgroup_matrix;" in code
         assert code.count("subgroupMatrixMultiplyAccumulate(") == 16 * subgroup_matrix.K_STEP // 16
         assert code.count("subgroupMatrixStore<row_major>(&Cs") == 16
@@ -151,6 +217,37 @@ def test_tensor_core_kernels_use_subgroup_matrices_with_the_same_interface(built
         tvm_bindings = [line for line in wgsl[kernel_name].splitlines() if line.startswith("@group(0)")]
         ours = [line for line in code.splitlines() if line.startswith("@group(0)")]
         assert [b.split(" var")[0] for b in ours] == [b.split(" var")[0] for b in tvm_bindings]
+
+
+def test_tensor_core_attention_keeps_the_interface(built):
+    """The real attention kernel: both products on fragments (per block of 64 keys, 2 x 4 score fragments over
+    d / 16 steps and 2 x d / 16 output fragments over 4 steps), TVM's bindings and entry point kept."""
+    _, _, wgsl = built
+    for case, bh, n_q, n_k, d, *_ in ATTENTION_CASES:
+        kernel_name, record = generated(built, case.replace("-", "_"), emulate=False)
+        code = record["wgsl"]
+        assert "enable chromium_experimental_subgroup_matrix;" in code and f"fn {kernel_name}(" in code
+        assert code.count("subgroupMatrixMultiplyAccumulate(") == 2 * 2 * 4 * d // 16
+        tvm_bindings = [line for line in wgsl[kernel_name].splitlines() if line.startswith("@group(0)")]
+        assert [line for line in code.splitlines() if line.startswith("@group(0)")] == tvm_bindings
+
+
+@pytest.mark.parametrize("bh, n_q, n_k, d, dtype, why", [
+    (2, 128, 128, 40, "float16", "heads 40 wide"),  # SD 1.5's: no multiple of 16
+    (2, 128, 128, 128, "float16", "heads 128 wide"),  # O would not fit the scores' memory
+    (2, 128, 77, 64, "float16", "over 77 keys"),  # cross-attention's text tokens: no multiple of 64
+    (2, 128, 128, 64, "float32", "not float16"),
+])
+def test_attention_the_generator_leaves_to_tvm(bh, n_q, n_k, d, dtype, why):
+    from tvm import te
+
+    q = te.placeholder((bh, n_q, d), dtype, "q")
+    k_t = te.placeholder((bh, d, n_k), dtype, "k_t")
+    v = te.placeholder((bh, n_k, d), dtype, "v")
+    lowered = te.create_prim_func([q, k_t, v, attention.reference(q, k_t, v, "float32")]).with_attr(
+        attention.KERNEL_ATTR, attention.KERNEL_NAME)
+    with pytest.raises(subgroup_matrix.Ineligible, match=why):
+        subgroup_matrix_attention.describe(lowered, attention.kernel_for(lowered))
 
 
 def test_what_the_generator_leaves_to_tvm():

@@ -42,7 +42,7 @@ def build_wasm(folder: Path, kernels: dict, runtime: Path) -> Path:
 def run_kernels(wasm: Path, folder: Path, calls: list, icd: str, features=(), replacements=None) -> dict:
     """Runs `calls` ([(kernel, inputs, output shape, output dtype)]) on the Vulkan driver `icd` and returns
     {kernel: output}. Shaders compile at their first call, so a float16 kernel in the library does not stop a
-    run on an adapter without shader-f16 that does not call it. `replacements` ({WGSL kernel name: WGSL}) take
+    run on an adapter without shader-f16 that does not call it. `replacements` ({WGSL kernel name: {wgsl, workgroups_x}}) take
     the place of the library's own kernels, as the runtime's replaceKernels does for subgroup matrices."""
     spec = {"wasm": str(wasm), "prefix": PREFIX, "features": list(features), "calls": [],
             "replacements": replacements or {}}

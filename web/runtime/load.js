@@ -55,13 +55,14 @@ export const schedulerNames = (manifest) =>
 
 // stages/lib/subgroup_matrix.py's FORMAT and VERSION
 const KERNELS_FORMAT = "websd-subgroup-matrix-kernels";
-const KERNELS_VERSION = 1;
+const KERNELS_VERSION = 2;
 
-/** A subgroup-matrix kernels file (stages/lib/subgroup_matrix.py) -> {kernel name: WGSL}; a FormatError naming `url`
- * if it is not one. */
+/** A subgroup-matrix kernels file (stages/lib/subgroup_matrix.py) -> {kernel name: {wgsl, workgroups_x}}; a
+ * FormatError naming `url` if it is not one. */
 export function checkSubgroupMatrixKernels(file, url) {
+  const isRecord = (r) => typeof r?.wgsl === "string" && Number.isInteger(r.workgroups_x) && r.workgroups_x >= 1;
   if (file?.format !== KERNELS_FORMAT || file.version !== KERNELS_VERSION || typeof file.kernels !== "object" ||
-      !Object.values(file.kernels).every((code) => typeof code === "string")) {
+      !Object.values(file.kernels).every(isRecord)) {
     throw new FormatError(`${url} is not a version ${KERNELS_VERSION} subgroup-matrix kernels file; rebuild the model`);
   }
   return file.kernels;

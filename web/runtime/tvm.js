@@ -235,26 +235,39 @@ export async function compileShaders(handle, vms, onProgress = () => {}) {
 }
 
 /**
- * Makes tvmjs create `kernels` ({kernel name: WGSL}) in place of the library's own WGSL for those kernels, at
- * load (compileShaders) and at a first dispatch alike: the float16 libraries' tensor-core kernels
- * (stages/lib/subgroup_matrix.py), which keep the bindings and grid of the kernel they replace.
+ * Makes tvmjs create `kernels` ({kernel name: {wgsl, workgroups_x}}) in place of the library's own WGSL for those
+ * kernels, at load (compileShaders) and at a first dispatch alike: the float16 libraries' tensor-core kernels
+ * (stages/lib/subgroup_matrix.py). They keep the bindings of the kernel they replace; the host code still
+ * computes TVM's grid, which a replacement may cut finer: its dispatches get `workgroups_x` times the workgroups
+ * along x.
  */
 export function replaceKernels(handle, kernels) {
   const context = handle.tvm.lib.webGPUContext;
   if (!handle.replacedKernels) {
     const replaced = (handle.replacedKernels = new Map());
     handle.kernelsReplaced = new Set(); // those created so far
-    const pick = (finfo, code) => {
-      if (!replaced.has(finfo.name)) return code;
+    const pick = (finfo, code) => replaced.has(finfo.name) ? replaced.get(finfo.name).wgsl : code;
+    // tvmjs's dispatch function takes the buffers and scalars, then the extent of each launch tag that is a grid
+    // or workgroup axis (blockIdx.x, threadIdx.x, ...), in the tags' order
+    const finer = (finfo, submit) => {
+      if (!replaced.has(finfo.name)) return submit;
       handle.kernelsReplaced.add(finfo.name);
-      return replaced.get(finfo.name);
+      const scale = replaced.get(finfo.name).workgroups_x;
+      if (scale === 1) return submit;
+      const axes = finfo.launch_param_tags.filter((tag) => /^(blockIdx|threadIdx)\./.test(tag));
+      const at = axes.indexOf("blockIdx.x");
+      if (at < 0) throw new Error(`${finfo.name}: a kernel without blockIdx.x cannot take ${scale} x its workgroups`);
+      return (...args) => {
+        args[args.length - axes.length + at] *= scale;
+        return submit(...args);
+      };
     };
     const createShader = context.createShader.bind(context);
     const createShaderAsync = context.createShaderAsync.bind(context);
-    context.createShader = (finfo, code) => createShader(finfo, pick(finfo, code));
-    context.createShaderAsync = (finfo, code) => createShaderAsync(finfo, pick(finfo, code));
+    context.createShader = (finfo, code) => finer(finfo, createShader(finfo, pick(finfo, code)));
+    context.createShaderAsync = async (finfo, code) => finer(finfo, await createShaderAsync(finfo, pick(finfo, code)));
   }
-  for (const [name, code] of Object.entries(kernels)) handle.replacedKernels.set(name, code);
+  for (const [name, record] of Object.entries(kernels)) handle.replacedKernels.set(name, record);
 }
 
 /** Whether `adapter` is a CPU implementation (SwiftShader, lavapipe/llvmpipe): there, creating every pipeline

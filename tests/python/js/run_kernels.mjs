@@ -5,7 +5,7 @@
 // SPEC: { "wasm": "kernels.wasm", "prefix": "<system_lib_prefix>", "features": ["shader-f16"] (optional),
 //         "calls": [{ "fn": "name", "inputs": [{ "file": "q.bin", "dtype": "float32", "shape": [...] }, ...],
 //                     "output": { "file": "out.bin", "dtype": "float32", "shape": [...] } }, ...],
-//         "replacements": { "<kernel>": "<WGSL>" } (optional: tvm.js replaceKernels) }
+//         "replacements": { "<kernel>": { "wgsl": "<WGSL>", "workgroups_x": 1 } } (optional: tvm.js replaceKernels) }
 // Each call is `fn(...inputs, output)` (TVM's destination-passing convention for a kernel); the output tensor is
 // first filled with NaN bits so that a value the kernel never wrote cannot pass. Prints one JSON line:
 //   { "adapter": "...", "gpuErrors": [...], "replaced": [kernels created from "replacements"] }; a failure prints `error: <message>` on stderr and exits 1.
