@@ -141,9 +141,9 @@ def _lines(n, body) -> str:
 
 
 def _row_reads(t: str, width: int) -> str:
-    """Lane lid's scores at columns t .. t + 3 of its row, each lane starting at its own column (32 different
-    workgroup-memory banks)."""
-    return ", ".join(f"S[lid * {width}u + ({t} + {u}u + lid) % {width}u]" for u in range(4))
+    """Lane lid's scores at columns t .. t + 3 of its row, each lane starting at its own column (fewer lanes on
+    one workgroup-memory bank)."""
+    return ", ".join(f"S[frag_at(lid, ({t} + {u}u + lid) % {width}u, {width}u)]" for u in range(4))
 
 
 def kernel(name: str, shape: Shape, tvm_wgsl: str, emulate: bool = False) -> str:
@@ -168,14 +168,14 @@ def kernel(name: str, shape: Shape, tvm_wgsl: str, emulate: bool = False) -> str
             f"      let k_{j} = {f.load(right, k_t, f'k_at + {c * FRAG}u * NK + key0 + {j * FRAG}u', 'NK')};"))
            + "\n" + "\n".join(f"      s_{i}_{j} = {f.mma(f'q_{i}_{c}', f'k_{j}', f's_{i}_{j}')};" for i, j in s_frags)
            + "\n    }" for c in range(d_frags)]
-        + [f"    {f.store('S', f'{i * FRAG * KEYS + j * FRAG}u', f's_{i}_{j}', f'{KEYS}u')};" for i, j in s_frags])
+        + [f"    {f.store('S', f'{(i * key_frags + j) * FRAG * FRAG}u', f's_{i}_{j}', f'{FRAG}u')};" for i, j in s_frags])
     o_store = _lines(row_frags * d_frags, lambda x: (
-        f"{f.store('S', f'{x // d_frags * FRAG}u * D + {x % d_frags * FRAG}u', f'o_{x // d_frags}_{x % d_frags}', 'D')};"))
+        f"{f.store('S', f'{x * FRAG * FRAG}u', f'o_{x // d_frags}_{x % d_frags}', f'{FRAG}u')};"))
     o_load = _lines(row_frags * d_frags, lambda x: (
         f"      o_{x // d_frags}_{x % d_frags} = "
-        f"{f.load(result, 'S', f'{x // d_frags * FRAG}u * D + {x % d_frags * FRAG}u', 'D')};"))
+        f"{f.load(result, 'S', f'{x * FRAG * FRAG}u', f'{FRAG}u')};"))
     products = _lines(key_frags, lambda kf: "    {\n" + _lines(row_frags, lambda i: (
-        f"      let p_{i} = {f.load(left, 'P', f'{i * FRAG * KEYS + kf * FRAG}u', f'{KEYS}u')};")) + "\n"
+        f"      let p_{i} = {f.load(left, 'P', f'{(i * key_frags + kf) * FRAG * FRAG}u', f'{FRAG}u')};")) + "\n"
         + _lines(d_frags, lambda c: (
             f"      let v_{c} = {f.load(right, v, f'v_at + (key0 + {kf * FRAG}u) * D + {c * FRAG}u', 'D')};\n"
             + _lines(row_frags, lambda i: f"      o_{i}_{c} = {f.mma(f'p_{i}', f'v_{c}', f'o_{i}_{c}')};")))
@@ -187,12 +187,20 @@ const NQ = {shape.n_q}u;
 const NK = {shape.n_k}u;
 const D = {shape.d}u;
 const NEG = {attention.NEG!r};
-// the scores of a block ({ROWS} x {KEYS}), and O ({ROWS} x D) where it is rescaled and at the end
+// the scores of a block ({ROWS} x {KEYS}), and O ({ROWS} x D) where it is rescaled and at the end; these and P
+// hold their matrices fragment by fragment (16 x 16, rows of 16). Every workgroup variable is an array of a multiple
+// of 16 bytes: with a 4-byte one among them, the H200's driver put the tensor-core loads and stores one element off
+// their address (bench: every score one column early) while plain loads and stores were right.
 var<workgroup> S: array<f32, {ROWS * KEYS}>;
 var<workgroup> P: array<f16, {ROWS * KEYS}>;
-var<workgroup> row_sum: array<f32, {ROWS}>;
-var<workgroup> rescale_any: u32;
+// each row's sum, then whether any row's O needs rescaling (1.0)
+var<workgroup> rows: array<f32, {ROWS + 4}>;
 {f.helpers()}
+// where a {ROWS}-row matrix `width` wide keeps (row, col)
+fn frag_at(row: u32, col: u32, width: u32) -> u32 {{
+  return ((row / {FRAG}u) * (width / {FRAG}u) + col / {FRAG}u) * {FRAG * FRAG}u + (row % {FRAG}u) * {FRAG}u + col % {FRAG}u;
+}}
+
 @compute @workgroup_size({LANES}, 1, 1)
 fn {name}(
   @builtin(workgroup_id) blockIdx : vec3<u32>,
@@ -211,7 +219,7 @@ fn {name}(
   // lane lid's row: the maximum its probabilities are taken against, and their sum
   var row_max = NEG;
   var sum = 0.0;
-  if (lid == 0u) {{ rescale_any = 0u; }}
+  if (lid == 0u) {{ rows[{ROWS}] = 0.0; }}
   for (var key0 = 0u; key0 < NK; key0 += {KEYS}u) {{
 {scores}
     workgroupBarrier();
@@ -223,7 +231,7 @@ fn {name}(
     let block_max = max(max(maxes.x, maxes.y), max(maxes.z, maxes.w));
     var scale = 1.0;
     if (block_max > row_max + {RESCALE_ABOVE!r}) {{
-      if (row_max > NEG * 0.5) {{ rescale_any = 1u; }}  // O holds sums under the old maximum
+      if (row_max > NEG * 0.5) {{ rows[{ROWS}] = 1.0; }}  // O holds sums under the old maximum
       scale = exp(row_max - block_max);
       row_max = block_max;
       sum *= scale;
@@ -231,31 +239,31 @@ fn {name}(
     var sums = vec4<f32>();
     for (var t = 0u; t < {KEYS}u; t += 4u) {{
       let p = vec4<f16>(exp(vec4<f32>({_row_reads("t", KEYS)}) - row_max));
-{_lines(4, lambda u: f"      P[lid * {KEYS}u + (t + {u}u + lid) % {KEYS}u] = p[{u}];")}
+{_lines(4, lambda u: f"      P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];")}
       sums += vec4<f32>(p);
     }}
     sum += (sums.x + sums.y) + (sums.z + sums.w);
-    if (workgroupUniformLoad(&rescale_any) != 0u) {{
+    if (workgroupUniformLoad(&rows[{ROWS}]) != 0.0) {{
       {o_store.replace(chr(10), chr(10) + '      ')}
       workgroupBarrier();
       for (var t = 0u; t < D; t += 1u) {{
-        let at = lid * D + (t + lid) % D;
+        let at = frag_at(lid, (t + lid) % D, D);
         S[at] *= scale;
       }}
       workgroupBarrier();
 {o_load}
-      if (lid == 0u) {{ rescale_any = 0u; }}
+      if (lid == 0u) {{ rows[{ROWS}] = 0.0; }}
     }}
 {products}
     workgroupBarrier();
   }}
   {o_store.replace(chr(10), chr(10) + '  ')}
-  row_sum[lid] = sum;
+  rows[lid] = sum;
   workgroupBarrier();
   for (var e = 0u; e < {ROWS}u * D / {LANES}u; e += 1u) {{
     let at = e * {LANES}u + lid;
     let r = at / D;
-    {out}[q_at + at] = {out_type}(S[at] / row_sum[r]);
+    {out}[q_at + at] = {out_type}(S[frag_at(r, at % D, D)] / rows[r]);
   }}
 }}
 """

@@ -9,8 +9,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { MissingFeatureError } from "../../web/runtime/errors.js";
-import { chooseLibraries, wantedFeatures } from "../../web/runtime/load.js";
+import { FormatError, MissingFeatureError } from "../../web/runtime/errors.js";
+import { checkSubgroupMatrixKernels, chooseLibraries, wantedFeatures } from "../../web/runtime/load.js";
 
 const library = (prefix, features = []) => ({ prefix, features, largest_tensor_bytes: 4, functions: {} });
 const MANIFEST = {
@@ -75,4 +75,17 @@ test("subgroup-matrix compute is refused, with what to do, without the feature o
     (err) => err instanceof MissingFeatureError && err.message.includes("shader-f16"));
   assert.throws(() => chooseLibraries(MANIFEST, new Set(SGMM), "subgroup-matrix"),
     (err) => err instanceof MissingFeatureError && err.message.includes("no subgroup-matrix kernels"));
+});
+
+test("a subgroup-matrix kernels file is read only in its own format: each kernel its WGSL and its grid factor", () => {
+  const file = (kernels, version = 2) => ({ format: "websd-subgroup-matrix-kernels", version, features: SGMM, kernels });
+  const attention = { wgsl: "enable f16;", workgroups_x: 4 };
+  assert.deepEqual(checkSubgroupMatrixKernels(file({ k_kernel: attention }), "u"), { k_kernel: attention });
+  for (const bad of [file({ k_kernel: "enable f16;" }, 1), file({ k_kernel: "enable f16;" }),
+    file({ k_kernel: { wgsl: "x", workgroups_x: 0 } }), file({ k_kernel: { wgsl: "x", workgroups_x: 1.5 } }),
+    file({ k_kernel: { workgroups_x: 1 } }), { ...file({}), format: "other" }]) {
+    assert.throws(() => checkSubgroupMatrixKernels(bad, "unet-f16/subgroup-matrix.v1.json"),
+      (err) => err instanceof FormatError && err.message.includes("unet-f16/subgroup-matrix.v1.json") &&
+        err.message.includes("rebuild the model"));
+  }
 });
