@@ -5,7 +5,8 @@
 // SPEC: { "wasm": "kernels.wasm", "prefix": "<system_lib_prefix>", "features": ["shader-f16"] (optional),
 //         "calls": [{ "fn": "name", "inputs": [{ "file": "q.bin", "dtype": "float32", "shape": [...] }, ...],
 //                     "output": { "file": "out.bin", "dtype": "float32", "shape": [...] } }, ...],
-//         "replacements": { "<kernel>": { "wgsl": "<WGSL>", "workgroups_x": 1 } } (optional: tvm.js replaceKernels) }
+//         "replacements": { "<kernel>": { "wgsl": "<WGSL>", "workgroups_x": 1 } } (optional: tvm.js replaceKernels),
+//         "dawn_toggles": ["allow_unsafe_apis", ...] (optional: bench/subgroup_matrix_attention_check.py on a GPU) }
 // Each call is `fn(...inputs, output)` (TVM's destination-passing convention for a kernel); the output tensor is
 // first filled with NaN bits so that a value the kernel never wrote cannot pass. Prints one JSON line:
 //   { "adapter": "...", "gpuErrors": [...], "replaced": [kernels created from "replacements"] }; a failure prints `error: <message>` on stderr and exits 1.
@@ -28,7 +29,9 @@ async function readInput({ file, dtype, shape }) {
 async function main() {
   const spec = JSON.parse(await readFile(process.argv[2], "utf8"));
   Object.assign(globalThis, globals);
-  const gpu = create([]);
+  // One flag for all toggles: Dawn keeps only the last of repeated enable-dawn-features flags.
+  const toggles = spec.dawn_toggles ?? [];
+  const gpu = create(toggles.length ? [`enable-dawn-features=${toggles.join(",")}`] : []);
   const adapter = await gpu.requestAdapter();
   if (!adapter) throw new Error("no WebGPU adapter");
   const features = (spec.features ?? []).filter((f) => adapter.features.has(f));
