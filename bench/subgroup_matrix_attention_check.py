@@ -29,7 +29,7 @@ FOLDER = ROOT / ".bench" / "attention-check"
 TOLERANCE = 1e-3
 # name: (batch x heads, query rows, keys, head width, scale of the keys after the first 64)
 SHAPES = {
-    "sdxl_4096": (4, 4096, 4096, 64, 1.0),  # SDXL's 64 x 64-latent self-attention (20 heads x batch in the model)
+    "sdxl_4096": (2, 4096, 4096, 64, 1.0),  # SDXL's 64 x 64-latent self-attention (20 heads x batch in the model)
     "rescaled": (2, 128, 128, 64, 6.0),  # every row's maximum jumps in the second block
     "narrow": (2, 256, 128, 32, 1.0),
 }
