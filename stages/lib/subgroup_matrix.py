@@ -107,7 +107,7 @@ def describe(func) -> Gemm:
 
     # The epilogue: each block an elementwise map over the same [b, i, j].
     names = {acc_buf.name: "acc"}  # buffer -> the WGSL value holding its element at [b, row, col]
-    lines: list[str] = []
+    epilogue: list[str] = []
     out = acc_buf.name if acc_buf.name in params else None
     for n_block, block in enumerate(rest):
         if any(iv.iter_type != tirx.IterVar.DataPar for iv in block.iter_vars):
@@ -123,7 +123,7 @@ def describe(func) -> Gemm:
         expr = _Printer(params, names, rename, own).print(block.body.value)
         target = block.body.buffer
         local = f"v{n_block}"
-        lines.append(f"let {local} = {expr};")
+        epilogue.append(f"let {local} = {expr};")
         names[target.name] = local
         if target.name in params:
             out = target.name
@@ -133,8 +133,8 @@ def describe(func) -> Gemm:
     out_dtype = str(params[out].dtype)
     if out_dtype not in ("float16", "float32") or [_int(d) for d in params[out].shape] != extents[:-1]:
         raise Ineligible("the output is not a float [b, i, j] parameter")
-    lines.append(f"let out_value = {result};")
-    return Gemm(batch, m, n, k, _buf(a_load).name, _buf(b_load).name, b_k_major, out, out_dtype, lines)
+    epilogue.append(f"let out_value = {result};")
+    return Gemm(batch, m, n, k, _buf(a_load).name, _buf(b_load).name, b_k_major, out, out_dtype, epilogue)
 
 
 def _int(x) -> int:
@@ -281,7 +281,8 @@ def tiles(scheduled_func, gemm: Gemm) -> tuple[int, int]:
 # ---- WGSL --------------------------------------------------------------------------------------------------------
 
 
-def _lines(n, body) -> str:
+def lines(n, body) -> str:
+    """body(0), ..., body(n - 1), a line each: the unrolled parts of a kernel."""
     return "\n".join(body(i) for i in range(n))
 
 
@@ -342,17 +343,17 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
         enables = "enable f16;\n"
     else:
         left, right = "subgroup_matrix_left<f16, 16, 16>", "subgroup_matrix_right<f16, 16, 16>"
-        accs = _lines(fm * fn, lambda x: f"  var acc_{x // fn}_{x % fn} = subgroup_matrix_result<f32, 16, 16>();")
-        zero = _lines(fm * fn, lambda x: f"    acc_{x // fn}_{x % fn} = subgroup_matrix_result<f32, 16, 16>();")
-        mma = _lines(steps, lambda s: "    {\n" + _lines(fm, lambda i: (
+        accs = lines(fm * fn, lambda x: f"  var acc_{x // fn}_{x % fn} = subgroup_matrix_result<f32, 16, 16>();")
+        zero = lines(fm * fn, lambda x: f"    acc_{x // fn}_{x % fn} = subgroup_matrix_result<f32, 16, 16>();")
+        mma = lines(steps, lambda s: "    {\n" + lines(fm, lambda i: (
             f"      let l_{i} = subgroupMatrixLoad<{left}, row_major>(&As, {(i * FRAG * K_STEP + s * FRAG)}u, "
-            f"{K_STEP}u);")) + "\n" + _lines(fn, lambda j: (
+            f"{K_STEP}u);")) + "\n" + lines(fn, lambda j: (
             f"      let r_{j} = subgroupMatrixLoad<{right}, row_major>(&Bs, {s * FRAG * TILE + j * FRAG}u, {TILE}u);"))
-            + "\n" + _lines(fm * fn, lambda x: (
+            + "\n" + lines(fm * fn, lambda x: (
             f"      acc_{x // fn}_{x % fn} = subgroupMatrixMultiplyAccumulate(l_{x // fn}, r_{x % fn}, "
             f"acc_{x // fn}_{x % fn});")) + "\n    }")
         def to_cs(j):
-            return _lines(fm, lambda i: f"    subgroupMatrixStore<row_major>(&Cs, {i * FRAG * FRAG}u, acc_{i}_{j}, {FRAG}u);")
+            return lines(fm, lambda i: f"    subgroupMatrixStore<row_major>(&Cs, {i * FRAG * FRAG}u, acc_{i}_{j}, {FRAG}u);")
         enables = "enable f16;\nenable chromium_experimental_subgroup_matrix;\n"
     out_type = WGSL_TYPES[gemm.out_dtype]
     # Each lane writes 4 neighbouring outputs at once (one vec4 store), running the epilogue for each.

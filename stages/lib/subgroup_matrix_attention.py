@@ -24,13 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import attention
-from .subgroup_matrix import FRAG, LANES, Ineligible, copy_bindings
+from .subgroup_matrix import FRAG, LANES, WGSL_TYPES, Ineligible, copy_bindings, lines
 
 ROWS = LANES  # query rows per workgroup: one per lane in the softmax
 KEYS = 64  # keys per block
 MAX_HEAD_DIM = 64  # O (ROWS x d float32) is staged in the scores' workgroup memory (ROWS x KEYS float32)
 RESCALE_ABOVE = 8.0  # e^8 ~ 2981: probabilities up to this stay well within float16 (65504)
-WGSL_TYPES = {"float16": "f16", "float32": "f32"}
 
 
 @dataclass
@@ -136,10 +135,6 @@ class _Fragments:
         return "\n".join(code) + "\n"
 
 
-def _lines(n, body) -> str:
-    return "\n".join(body(i) for i in range(n))
-
-
 def _row_reads(t: str, width: int) -> str:
     """Lane lid's scores at columns t .. t + 3 of its row, each lane starting at its own column (fewer lanes on
     one workgroup-memory bank)."""
@@ -155,30 +150,30 @@ def kernel(name: str, shape: Shape, tvm_wgsl: str, emulate: bool = False) -> str
     out_type = WGSL_TYPES[shape.out_dtype]
     left, right, result = "left", "right", "result"
 
-    q_frags = _lines(row_frags * d_frags, lambda x: (
+    q_frags = lines(row_frags * d_frags, lambda x: (
         f"  let q_{x // d_frags}_{x % d_frags} = "
         f"{f.load(left, q, f'q_at + {x // d_frags * FRAG}u * D + {x % d_frags * FRAG}u', 'D')};"))
-    o_frags = _lines(row_frags * d_frags, lambda x: f"  var o_{x // d_frags}_{x % d_frags} = {f.zero()};")
+    o_frags = lines(row_frags * d_frags, lambda x: f"  var o_{x // d_frags}_{x % d_frags} = {f.zero()};")
     # All row x key fragments of the block accumulate side by side: independent products keep the tensor cores
     # busy (two chains of d / 16 dependent ones each ran at a quarter of the rate).
     s_frags = [(i, j) for i in range(row_frags) for j in range(key_frags)]
     scores = "\n".join(
         [f"    var s_{i}_{j} = {f.zero()};" for i, j in s_frags]
-        + ["    {\n" + _lines(key_frags, lambda j: (
+        + ["    {\n" + lines(key_frags, lambda j: (
             f"      let k_{j} = {f.load(right, k_t, f'k_at + {c * FRAG}u * NK + key0 + {j * FRAG}u', 'NK')};"))
            + "\n" + "\n".join(f"      s_{i}_{j} = {f.mma(f'q_{i}_{c}', f'k_{j}', f's_{i}_{j}')};" for i, j in s_frags)
            + "\n    }" for c in range(d_frags)]
         + [f"    {f.store('S', f'{(i * key_frags + j) * FRAG * FRAG}u', f's_{i}_{j}', f'{FRAG}u')};" for i, j in s_frags])
-    o_store = _lines(row_frags * d_frags, lambda x: (
+    o_store = lines(row_frags * d_frags, lambda x: (
         f"{f.store('S', f'{x * FRAG * FRAG}u', f'o_{x // d_frags}_{x % d_frags}', f'{FRAG}u')};"))
-    o_load = _lines(row_frags * d_frags, lambda x: (
+    o_load = lines(row_frags * d_frags, lambda x: (
         f"      o_{x // d_frags}_{x % d_frags} = "
         f"{f.load(result, 'S', f'{x * FRAG * FRAG}u', f'{FRAG}u')};"))
-    products = _lines(key_frags, lambda kf: "    {\n" + _lines(row_frags, lambda i: (
+    products = lines(key_frags, lambda kf: "    {\n" + lines(row_frags, lambda i: (
         f"      let p_{i} = {f.load(left, 'P', f'{(i * key_frags + kf) * FRAG * FRAG}u', f'{FRAG}u')};")) + "\n"
-        + _lines(d_frags, lambda c: (
+        + lines(d_frags, lambda c: (
             f"      let v_{c} = {f.load(right, v, f'v_at + (key0 + {kf * FRAG}u) * D + {c * FRAG}u', 'D')};\n"
-            + _lines(row_frags, lambda i: f"      o_{i}_{c} = {f.mma(f'p_{i}', f'v_{c}', f'o_{i}_{c}')};")))
+            + lines(row_frags, lambda i: f"      o_{i}_{c} = {f.mma(f'p_{i}', f'v_{c}', f'o_{i}_{c}')};")))
         + "\n    }")
     enables = "enable f16;\n" + ("" if emulate else "enable chromium_experimental_subgroup_matrix;\n")
     set_lane = "\n  lane = lid;" if emulate else ""
@@ -239,7 +234,7 @@ fn {name}(
     var sums = vec4<f32>();
     for (var t = 0u; t < {KEYS}u; t += 4u) {{
       let p = vec4<f16>(exp(vec4<f32>({_row_reads("t", KEYS)}) - row_max));
-{_lines(4, lambda u: f"      P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];")}
+{lines(4, lambda u: f"      P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];")}
       sums += vec4<f32>(p);
     }}
     sum += (sums.x + sums.y) + (sums.z + sums.w);
