@@ -5,7 +5,7 @@ The same online softmax as attention.kernel, with both products on 16 x 16 fragm
 
 - S = Q K^T: Q's fragments held for the whole kernel, K^T's loaded straight from the storage buffer;
 - the scores go through workgroup memory, where each lane owns one row: its running maximum and sum, and the
-  probabilities P = exp(S - max) written back as float16;
+  probabilities P = exp(S - max) written back as float16, in one pass over the row while its maximum holds;
 - O += P V on fragments that stay in registers. O is rescaled only when a row's maximum grows by more than
   RESCALE_ABOVE (FlashAttention-4's lazy rescaling): until then P is exp(S - the old maximum) <= e^RESCALE_ABOVE,
   within float16, and the sum divides it out exactly at the end. The rescale (O through workgroup memory, each lane
@@ -218,10 +218,18 @@ fn {name}(
   for (var key0 = 0u; key0 < NK; key0 += {KEYS}u) {{
 {scores}
     workgroupBarrier();
-    // (four running values per loop: independent chains)
+    // One pass over the row: its probabilities under the running maximum, and the block's maximum beside them (four
+    // running values per loop: independent chains). Only a row whose maximum grows by more than RESCALE_ABOVE, as
+    // every row does in the first block, takes them again under its new maximum (the first pass's values clamped
+    // meanwhile, so that nothing overflows).
     var maxes = vec4<f32>(NEG);
+    var sums = vec4<f32>();
     for (var t = 0u; t < {KEYS}u; t += 4u) {{
-      maxes = max(maxes, vec4<f32>({_row_reads("t", KEYS)}));
+      let s = vec4<f32>({_row_reads("t", KEYS)});
+      maxes = max(maxes, s);
+      let p = vec4<f16>(exp(min(s - row_max, vec4<f32>({RESCALE_ABOVE!r}))));
+{lines(4, lambda u: f"      P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];")}
+      sums += vec4<f32>(p);
     }}
     let block_max = max(max(maxes.x, maxes.y), max(maxes.z, maxes.w));
     var scale = 1.0;
@@ -230,12 +238,12 @@ fn {name}(
       scale = exp(row_max - block_max);
       row_max = block_max;
       sum *= scale;
-    }}
-    var sums = vec4<f32>();
-    for (var t = 0u; t < {KEYS}u; t += 4u) {{
-      let p = vec4<f16>(exp(vec4<f32>({_row_reads("t", KEYS)}) - row_max));
-{lines(4, lambda u: f"      P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];")}
-      sums += vec4<f32>(p);
+      sums = vec4<f32>();
+      for (var t = 0u; t < {KEYS}u; t += 4u) {{
+        let p = vec4<f16>(exp(vec4<f32>({_row_reads("t", KEYS)}) - row_max));
+{lines(4, lambda u: f"        P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];")}
+        sums += vec4<f32>(p);
+      }}
     }}
     sum += (sums.x + sums.y) + (sums.z + sums.w);
     if (workgroupUniformLoad(&rows[{ROWS}]) != 0.0) {{
