@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import LAVAPIPE_ICD, SWIFTSHADER_ICD
-from webgpu_kernels import assert_matches, build_wasm, relative_error, run_kernels
+from webgpu_kernels import assert_matches, build_wasm, numpy_attention, relative_error, run_kernels
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "stages"))
@@ -48,13 +48,6 @@ CASES = [
     ("stream", 2, 100, 77, 8, Config(64, 1, 16, "stream"), 3.0),
     ("stream-two-rows", 2, 150, 64, 40, Config(32, 2, 16, "stream"), 0.5),
 ]
-
-
-def numpy_attention(q, k_t, v):
-    scores = np.einsum("bid,bdj->bij", q.astype(np.float64), k_t.astype(np.float64))
-    probs = np.exp(scores - scores.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    return np.einsum("bij,bjd->bid", probs, v.astype(np.float64))
 
 
 def inputs_for(bh, n_q, n_k, d, scale, seed, dtype=np.float32):

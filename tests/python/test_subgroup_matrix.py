@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import LAVAPIPE_ICD
-from webgpu_kernels import assert_matches, build_wasm, run_kernels
+from webgpu_kernels import assert_matches, build_wasm, numpy_attention, run_kernels
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "stages"))
@@ -78,12 +78,6 @@ def attention_inputs(bh, n_q, n_k, d, later_scale, seed):
     k_t = rng.standard_normal((bh, d, n_k))
     k_t[:, :, subgroup_matrix_attention.KEYS:] *= later_scale
     return q, k_t.astype(np.float16), rng.standard_normal((bh, n_k, d)).astype(np.float16)
-
-
-def numpy_attention(q, k_t, v):
-    scores = np.einsum("bid,bdj->bij", q.astype(np.float64), k_t.astype(np.float64))
-    probs = np.exp(scores - scores.max(-1, keepdims=True))
-    return np.einsum("bij,bjd->bid", probs / probs.sum(-1, keepdims=True), v.astype(np.float64))
 
 
 def kernel(batch, m, n, k, layout, epilogue):

@@ -77,3 +77,10 @@ def assert_matches(ours, expected, tolerance: float, label: str) -> None:
     error = relative_error(ours, expected)
     print(f"{label}: relative error {error:.2e}")
     assert error < tolerance, f"{label}: relative error {error:.2e} (tolerance {tolerance:.0e})"
+
+
+def numpy_attention(q, k_t, v):
+    """softmax(q k_t) v in float64: what the attention kernels (attention.py, subgroup_matrix_attention.py) compute."""
+    scores = np.einsum("bid,bdj->bij", q.astype(np.float64), k_t.astype(np.float64))
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    return np.einsum("bij,bjd->bid", probs / probs.sum(-1, keepdims=True), v.astype(np.float64))
