@@ -155,45 +155,40 @@ def generated(built, name, emulate):
     return f"{name}_kernel", found[f"{name}_kernel"]
 
 
-def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
+def run_emulated_on_lavapipe(built, folder, cases, tolerance) -> None:
+    """Runs each of `cases` ({name: (inputs, output shape, output dtype, expected)}) through its generated kernel's
+    emulated form on lavapipe, in place of TVM's kernel, and compares it with what was expected."""
     if not LAVAPIPE_ICD.exists():
         pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
     _, wasm, _ = built
-    calls, expected, replacements = [], {}, {}
+    replacements = dict(generated(built, name, emulate=True) for name in cases)
+    calls = [(name, arrays, shape, dtype) for name, (arrays, shape, dtype, _) in cases.items()]
+    outputs = run_kernels(wasm, folder, calls, str(LAVAPIPE_ICD), features=["shader-f16"], replacements=replacements)
+    for name, out in outputs.items():
+        assert_matches(out, cases[name][3], tolerance, name)
+
+
+def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
+    cases = {}
     for i, (case, batch, m, n, k, layout, epilogue, _) in enumerate(CASES):
         name = case.replace("-", "_")
         arrays = inputs(batch, m, n, k, layout, epilogue, seed=i)
-        expected[name] = reference(*arrays if epilogue else (*arrays, None), layout, epilogue)
-        shape = [batch, m, n] if batch else [m, n]
-        calls.append((name, arrays, shape, "float16" if epilogue else "float32"))
-        kernel_name, record = generated(built, name, emulate=True)
-        assert record["workgroups_x"] == 1
-        replacements[kernel_name] = record
-    outputs = run_kernels(wasm, tmp_path, calls, str(LAVAPIPE_ICD), features=["shader-f16"],
-                          replacements=replacements)
-    for name, out in outputs.items():
-        assert_matches(out, expected[name], TOLERANCE, name)
+        assert generated(built, name, emulate=True)[1]["workgroups_x"] == 1
+        cases[name] = (arrays, [batch, m, n] if batch else [m, n], "float16" if epilogue else "float32",
+                       reference(*arrays if epilogue else (*arrays, None), layout, epilogue))
+    run_emulated_on_lavapipe(built, tmp_path, cases, TOLERANCE)
 
 
 def test_emulated_attention_matches_numpy_on_lavapipe(built, tmp_path):
     """The attention kernel's online softmax, lazy rescaling, staging and its finer grid (the runtime dispatches
     `workgroups_x` times TVM's workgroups), with the fragment products in plain arithmetic."""
-    if not LAVAPIPE_ICD.exists():
-        pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
-    _, wasm, _ = built
-    calls, expected, replacements = [], {}, {}
+    cases = {}
     for i, (case, bh, n_q, n_k, d, out_dtype, _, later_scale) in enumerate(ATTENTION_CASES):
         name = case.replace("-", "_")
         q, k_t, v = attention_inputs(bh, n_q, n_k, d, later_scale, seed=i)
-        expected[name] = numpy_attention(q, k_t, v)
-        calls.append((name, (q, k_t, v), [bh, n_q, d], out_dtype))
-        kernel_name, record = generated(built, name, emulate=True)
-        assert record["workgroups_x"] > 1
-        replacements[kernel_name] = record
-    outputs = run_kernels(wasm, tmp_path, calls, str(LAVAPIPE_ICD), features=["shader-f16"],
-                          replacements=replacements)
-    for name, out in outputs.items():
-        assert_matches(out, expected[name], ATTENTION_TOLERANCE, name)
+        assert generated(built, name, emulate=True)[1]["workgroups_x"] > 1
+        cases[name] = ((q, k_t, v), [bh, n_q, d], out_dtype, numpy_attention(q, k_t, v))
+    run_emulated_on_lavapipe(built, tmp_path, cases, ATTENTION_TOLERANCE)
 
 
 def test_tensor_core_kernels_use_subgroup_matrices_with_the_same_interface(built):
