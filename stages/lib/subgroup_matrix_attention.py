@@ -175,6 +175,11 @@ def kernel(name: str, shape: Shape, tvm_wgsl: str, emulate: bool = False) -> str
             f"      let v_{c} = {f.load(right, v, f'v_at + (key0 + {kf * FRAG}u) * D + {c * FRAG}u', 'D')};\n"
             + lines(row_frags, lambda i: f"      o_{i}_{c} = {f.mma(f'p_{i}', f'v_{c}', f'o_{i}_{c}')};")))
         + "\n    }")
+    def keep_probabilities(indent: str) -> str:
+        """Lane lid's probabilities p (columns t .. t + 3 of its row, as _row_reads reads them) into P and its sums."""
+        return "\n".join([f"{indent}P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];" for u in range(4)]
+                         + [f"{indent}sums += vec4<f32>(p);"])
+
     enables = "enable f16;\n" + ("" if emulate else "enable chromium_experimental_subgroup_matrix;\n")
     set_lane = "\n  lane = lid;" if emulate else ""
     body = f"""{enables}{header}
@@ -228,8 +233,7 @@ fn {name}(
       let s = vec4<f32>({_row_reads("t", KEYS)});
       maxes = max(maxes, s);
       let p = vec4<f16>(exp(min(s - row_max, vec4<f32>({RESCALE_ABOVE!r}))));
-{lines(4, lambda u: f"      P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];")}
-      sums += vec4<f32>(p);
+{keep_probabilities("      ")}
     }}
     let block_max = max(max(maxes.x, maxes.y), max(maxes.z, maxes.w));
     var scale = 1.0;
@@ -241,8 +245,7 @@ fn {name}(
       sums = vec4<f32>();
       for (var t = 0u; t < {KEYS}u; t += 4u) {{
         let p = vec4<f16>(exp(vec4<f32>({_row_reads("t", KEYS)}) - row_max));
-{lines(4, lambda u: f"        P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];")}
-        sums += vec4<f32>(p);
+{keep_probabilities("        ")}
       }}
     }}
     sum += (sums.x + sums.y) + (sums.z + sums.w);

@@ -155,9 +155,10 @@ def generated(built, name, emulate):
     return f"{name}_kernel", found[f"{name}_kernel"]
 
 
-def run_emulated_on_lavapipe(built, folder, cases, tolerance) -> None:
+def run_emulated_on_lavapipe(built, folder, cases, tolerance) -> dict:
     """Runs each of `cases` ({name: (inputs, output shape, output dtype, expected)}) through its generated kernel's
-    emulated form on lavapipe, in place of TVM's kernel, and compares it with what was expected."""
+    emulated form on lavapipe, in place of TVM's kernel, and compares it with what was expected; returns the
+    generated records ({kernel name: record})."""
     if not LAVAPIPE_ICD.exists():
         pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
     _, wasm, _ = built
@@ -166,6 +167,7 @@ def run_emulated_on_lavapipe(built, folder, cases, tolerance) -> None:
     outputs = run_kernels(wasm, folder, calls, str(LAVAPIPE_ICD), features=["shader-f16"], replacements=replacements)
     for name, out in outputs.items():
         assert_matches(out, cases[name][3], tolerance, name)
+    return replacements
 
 
 def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
@@ -173,10 +175,10 @@ def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
     for i, (case, batch, m, n, k, layout, epilogue, _) in enumerate(CASES):
         name = case.replace("-", "_")
         arrays = inputs(batch, m, n, k, layout, epilogue, seed=i)
-        assert generated(built, name, emulate=True)[1]["workgroups_x"] == 1
         cases[name] = (arrays, [batch, m, n] if batch else [m, n], "float16" if epilogue else "float32",
                        reference(*arrays if epilogue else (*arrays, None), layout, epilogue))
-    run_emulated_on_lavapipe(built, tmp_path, cases, TOLERANCE)
+    records = run_emulated_on_lavapipe(built, tmp_path, cases, TOLERANCE)
+    assert all(record["workgroups_x"] == 1 for record in records.values())
 
 
 def test_emulated_attention_matches_numpy_on_lavapipe(built, tmp_path):
@@ -186,9 +188,9 @@ def test_emulated_attention_matches_numpy_on_lavapipe(built, tmp_path):
     for i, (case, bh, n_q, n_k, d, out_dtype, _, later_scale) in enumerate(ATTENTION_CASES):
         name = case.replace("-", "_")
         q, k_t, v = attention_inputs(bh, n_q, n_k, d, later_scale, seed=i)
-        assert generated(built, name, emulate=True)[1]["workgroups_x"] > 1
         cases[name] = ((q, k_t, v), [bh, n_q, d], out_dtype, numpy_attention(q, k_t, v))
-    run_emulated_on_lavapipe(built, tmp_path, cases, ATTENTION_TOLERANCE)
+    records = run_emulated_on_lavapipe(built, tmp_path, cases, ATTENTION_TOLERANCE)
+    assert all(record["workgroups_x"] > 1 for record in records.values())
 
 
 def test_tensor_core_kernels_use_subgroup_matrices_with_the_same_interface(built):
