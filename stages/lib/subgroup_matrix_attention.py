@@ -175,6 +175,7 @@ def kernel(name: str, shape: Shape, tvm_wgsl: str, emulate: bool = False) -> str
             f"      let v_{c} = {f.load(right, v, f'v_at + (key0 + {kf * FRAG}u) * D + {c * FRAG}u', 'D')};\n"
             + lines(row_frags, lambda i: f"      o_{i}_{c} = {f.mma(f'p_{i}', f'v_{c}', f'o_{i}_{c}')};")))
         + "\n    }")
+
     def keep_probabilities(indent: str) -> str:
         """Lane lid's probabilities p (columns t .. t + 3 of its row, as _row_reads reads them) into P and its sums."""
         return "\n".join([f"{indent}P[frag_at(lid, (t + {u}u + lid) % {KEYS}u, {KEYS}u)] = p[{u}];" for u in range(4)]
