@@ -15,10 +15,11 @@ code computes from the scheduled function's `blockIdx` extents. So a kernel is e
 
 Each workgroup is one subgroup (32 lanes: Tint accepts matrix loads only at offsets that are uniform, and
 `workgroup_id` is) over a 64 x 64 output tile, 4 x 4 fragments of 16 x 16, both operand tiles staged in
-workgroup memory with vec4 loads; a BN of 128 is two such tiles in turn. The float32 accumulators go through
-workgroup memory to the epilogue, which is the lowered function's own elementwise blocks printed as WGSL.
+workgroup memory with vec4 loads, 16 of K at a time, the next step's loaded into registers while this one's
+products run; a BN of 128 takes two workgroups (Tiling). The float32 accumulators go through workgroup memory to
+the epilogue, which is the lowered function's own elementwise blocks printed as WGSL.
 bench/subgroup_matrix_gemm.mjs measured this form as the fastest at the UNets' shapes (64-90 TFLOP/s on an
-H200 against 22-31 for the float32 template).
+H200 against 22-31 for the float32 template), and bench/subgroup_matrix_gemm_check.py chose its tiling.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ VERSION = 2  # 2: records of WGSL and workgroups_x
 
 FRAG = 16  # fragment edge (the f16 x f16 -> f32 configuration every Dawn adapter with the feature offers)
 TILE = 64  # output tile edge of one subgroup
-K_STEP = 32
+K_STEP = 16  # K per staged step (the build's; Tiling takes others)
 LANES = 32
 
 
@@ -286,72 +287,134 @@ def lines(n, body) -> str:
     return "\n".join(body(i) for i in range(n))
 
 
-def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
+@dataclass(frozen=True)
+class Tiling:
+    """How the replacement cuts TVM's output tiles (64 rows x tile_n columns) among its workgroups, each one
+    subgroup. `rows`: rows of one workgroup's tile (64, or 32 for twice the workgroups); `k_step`: K per staged
+    step; `sequential`: one workgroup takes all of TVM's tile_n / 64 column tiles in turn (else a workgroup each);
+    `prefetch`: the next step's operands are loaded into registers before this step's products, so their
+    latency hides behind them; `direct`: the operands ("a", "b" or both) whose fragments load straight from
+    their storage buffers instead of through workgroup memory (one subgroup reuses nothing it stages). The defaults are the build's: the fastest of bench/subgroup_matrix_gemm_check.py's
+    tilings on the H200 at every long-running shape (bench/results/2026-12-01-h200-subgroup-matrix-gemm-tilings.json:
+    SDXL's GEGLU out 0.29 ms, against 0.59 with a K step of 32, sequential halves and no prefetch)."""
+    rows: int = TILE
+    k_step: int = K_STEP
+    sequential: bool = False
+    prefetch: bool = True
+    direct: str = ""
+
+    def workgroups_x(self, gemm: Gemm) -> int:
+        return (1 if self.sequential else gemm.tile_n // TILE) * (TILE // self.rows)
+
+    def label(self) -> str:
+        return (f"{self.rows}x{TILE}-k{self.k_step}{'-seq' if self.sequential else ''}"
+                f"{'-prefetch' if self.prefetch else ''}{f'-direct-{self.direct}' if self.direct else ''}")
+
+
+def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False, tiling: Tiling = Tiling()) -> str:
     """The WGSL that replaces TVM's kernel `name` (its text `tvm_wgsl`): TVM's declarations of the bindings and
     the grid argument, then this kernel. `emulate` computes the fragments with plain arithmetic instead of
     subgroup matrices (same tiles, staging and epilogue), so a device without the feature can check the rest."""
-    header = _bindings(tvm_wgsl, gemm)
-    fm = fn = TILE // FRAG
-    steps = K_STEP // FRAG
-    a_tile, b_tile = TILE * K_STEP, K_STEP * TILE
+    direct_a, direct_b = "a" in tiling.direct, "b" in tiling.direct
+    header = _bindings(tvm_wgsl, gemm, staged=[x for x, d in (("a", direct_a), ("b", direct_b)) if not d])
+    rows, ks = tiling.rows, tiling.k_step
+    if TILE % rows or rows % FRAG or ks % FRAG or gemm.k % ks:
+        raise Ineligible(f"tiling {tiling.label()} for K {gemm.k}")
+    fm, fn = rows // FRAG, TILE // FRAG
+    steps = ks // FRAG
+    a_tile, b_tile = rows * ks, ks * TILE
     threads = LANES
     # B staged as [k][n] whichever way it lies in memory ([b, k, n] or, transposed on the way, [b, n, k])
-    b_fill_rows, b_fill_vecs = (K_STEP, TILE // 4) if gemm.b_k_major else (TILE, K_STEP // 4)
+    b_fill_rows, b_fill_vecs = (ks, TILE // 4) if gemm.b_k_major else (TILE, ks // 4)
     b_global = ("b * K * N + (k0 + r) * N + col0 + q * 4u" if gemm.b_k_major
                 else "b * N * K + (col0 + r) * K + k0 + q * 4u")
 
-    ragged = gemm.m % TILE != 0
-    row_tiles = -(-gemm.m // TILE)
+    ragged = gemm.m % TILE != 0  # TVM's grid covers whole 64-row tiles
+    row_tiles = -(-gemm.m // TILE)  # TVM's 64-row tiles per batch (its grid's y)
     # A ragged last tile reads its missing rows as zeros (from a clamped address) and writes only real rows.
     a_global = "b * M * K + " + ("min(row0 + r, M - 1u)" if ragged else "(row0 + r)") + " * K + k0 + q * 4u"
     a_guard = "row0 + r < M" if ragged else None
+    if direct_a and ragged:
+        raise Ineligible("a ragged last tile stages A (its missing rows read as zeros)")
+    operands = [*([] if direct_a else [("A", "As", rows, ks // 4, a_global, False, a_guard)]),
+                *([] if direct_b else [("B", "Bs", b_fill_rows, b_fill_vecs, b_global, not gemm.b_k_major, None)])]
+    # where a fragment (or, emulated, element kk of row r / column c) of each operand is read
+    a_frag = (("row_major", f"&{gemm.a}_ptr", lambda i, s: f"b * M * K + (row0 + {i * FRAG}u) * K + k0 + {s * FRAG}u", "K")
+              if direct_a else ("row_major", "&As", lambda i, s: f"{i * FRAG * ks + s * FRAG}u", f"{ks}u"))
+    if not direct_b:
+        b_frag = ("row_major", "&Bs", lambda j, s: f"{s * FRAG * TILE + j * FRAG}u", f"{TILE}u")
+    elif gemm.b_k_major:
+        b_frag = ("row_major", f"&{gemm.b}_ptr", lambda j, s: f"b * K * N + (k0 + {s * FRAG}u) * N + col0 + {j * FRAG}u", "N")
+    else:
+        b_frag = ("column_major", f"&{gemm.b}_ptr", lambda j, s: f"b * N * K + (col0 + {j * FRAG}u) * K + k0 + {s * FRAG}u", "K")
+    a_elem = f"{gemm.a}_ptr[b * M * K + (row0 + r) * K + k0 + kk]" if direct_a else f"As[r * {ks}u + kk]"
+    b_elem = (f"Bs[kk * {TILE}u + c]" if not direct_b else f"{gemm.b}_ptr[b * K * N + (k0 + kk) * N + col0 + c]"
+              if gemm.b_k_major else f"{gemm.b}_ptr[b * N * K + (col0 + c) * K + k0 + kk]")
 
-    def fill(tile, rows, vecs, glob, transposed=False, guard=None):
-        """Stages a tile with vec4 loads (a fixed trip count: the tile's vec4s are a multiple of the lanes, so
-        the loop is uniform); `transposed` stores row r, column c of the loaded tile at [c][r]."""
-        store = (f"{tile}[(q * 4u) * {rows}u + r] = v.x; {tile}[(q * 4u + 1u) * {rows}u + r] = v.y; "
-                 f"{tile}[(q * 4u + 2u) * {rows}u + r] = v.z; {tile}[(q * 4u + 3u) * {rows}u + r] = v.w;"
-                 if transposed else
-                 f"let at = r * {vecs * 4}u + q * 4u;\n      {tile}[at] = v.x; {tile}[at + 1u] = v.y; "
-                 f"{tile}[at + 2u] = v.z; {tile}[at + 3u] = v.w;")
-        return f"""    for (var t = 0u; t < {rows * vecs // threads}u; t += 1u) {{
-      let i = lid + t * {threads}u;
-      let r = i / {vecs}u;
-      let q = i % {vecs}u;
-      let v = {f"select(vec4<f16>(), {tile[0]}_vec[({glob}) / 4u], {guard})" if guard else f"{tile[0]}_vec[({glob}) / 4u]"};
-      {store}
-    }}"""
+    def load(op, rows_, vecs, glob, guard, into):
+        """The operand's tile for step k0 into registers `into`_t (a fixed trip count: the tile's vec4s are a
+        multiple of the lanes, so every lane runs it)."""
+        out = []
+        for t in range(rows_ * vecs // threads):
+            value = f"{op}_vec[({glob}) / 4u]"
+            if guard:
+                value = f"select(vec4<f16>(), {value}, {guard})"
+            out.append(f"      {{ let i = lid + {t * threads}u; let r = i / {vecs}u; let q = i % {vecs}u; "
+                       f"{into}_{t} = {value}; }}")
+        return "\n".join(out)
 
+    def store(tile, rows_, vecs, transposed, into):
+        """Registers `into`_t -> the workgroup tile; `transposed` stores row r, column c at [c][r]."""
+        out = []
+        for t in range(rows_ * vecs // threads):
+            v = f"{into}_{t}"
+            if transposed:
+                body = " ".join(f"{tile}[(q * 4u + {c}u) * {rows_}u + r] = {v}.{'xyzw'[c]};" for c in range(4))
+            else:
+                body = (f"let at = r * {vecs * 4}u + q * 4u; {tile}[at] = {v}.x; {tile}[at + 1u] = {v}.y; "
+                        f"{tile}[at + 2u] = {v}.z; {tile}[at + 3u] = {v}.w;")
+            out.append(f"      {{ let i = lid + {t * threads}u; let r = i / {vecs}u; let q = i % {vecs}u; {body} }}")
+        return "\n".join(out)
+
+    registers = "\n".join(f"  var {op.lower()}_{t}: vec4<f16>;" for op, _, r_, v, *_ in operands
+                          for t in range(r_ * v // threads))
+    loads = "\n".join(load(op, r_, v, g, guard, op.lower()) for op, _, r_, v, g, _, guard in operands)
+    stores = "\n".join(store(tile, r_, v, tr, op.lower()) for op, tile, r_, v, _, tr, _ in operands)
+
+    cells = rows * TILE // LANES
     if emulate:
-        # each lane sums 128 cells of the tile (those it later runs the epilogue on)
-        accs = f"  var accs: array<f32, {TILE * TILE // LANES}>;"
-        zero = f"    for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{ accs[e] = 0.0; }}"
-        b_at = "Bs[kk * 64u + c]"
-        mma = f"""    for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{
+        # each lane sums the cells of the tile it later runs the epilogue on
+        accs = f"  var accs: array<f32, {cells}>;"
+        zero = f"    for (var e = 0u; e < {cells}u; e += 1u) {{ accs[e] = 0.0; }}"
+        mma = f"""    for (var e = 0u; e < {cells}u; e += 1u) {{
       let cell = lid + e * {LANES}u;
-      let r = cell / 64u;
-      let c = cell % 64u;
+      let r = cell / {TILE}u;
+      let c = cell % {TILE}u;
       var sum = accs[e];
-      for (var kk = 0u; kk < {K_STEP}u; kk += 1u) {{ sum += f32(As[r * {K_STEP}u + kk]) * f32({b_at}); }}
+      for (var kk = 0u; kk < {ks}u; kk += 1u) {{ sum += f32({a_elem}) * f32({b_elem}); }}
       accs[e] = sum;
     }}"""
+
         def to_cs(j):
-            return f"""    for (var e = 0u; e < {TILE * TILE // LANES}u; e += 1u) {{
+            return f"""    for (var e = 0u; e < {cells}u; e += 1u) {{
       let cell = lid + e * {LANES}u;
-      if ((cell % 64u) / 16u == {j}u) {{ Cs[(cell / 64u) * 16u + cell % 16u] = accs[e]; }}
+      if ((cell % {TILE}u) / {FRAG}u == {j}u) {{ Cs[(cell / {TILE}u) * {FRAG}u + cell % {FRAG}u] = accs[e]; }}
     }}"""
         enables = "enable f16;\n"
     else:
         left, right = "subgroup_matrix_left<f16, 16, 16>", "subgroup_matrix_right<f16, 16, 16>"
         accs = lines(fm * fn, lambda x: f"  var acc_{x // fn}_{x % fn} = subgroup_matrix_result<f32, 16, 16>();")
         zero = lines(fm * fn, lambda x: f"    acc_{x // fn}_{x % fn} = subgroup_matrix_result<f32, 16, 16>();")
+        def frag(kind, where, n, s):
+            layout, ptr, offset, stride = where
+            return f"subgroupMatrixLoad<{kind}, {layout}>({ptr}, {offset(n, s)}, {stride})"
         mma = lines(steps, lambda s: "    {\n" + lines(fm, lambda i: (
-            f"      let l_{i} = subgroupMatrixLoad<{left}, row_major>(&As, {(i * FRAG * K_STEP + s * FRAG)}u, "
-            f"{K_STEP}u);")) + "\n" + lines(fn, lambda j: (
-            f"      let r_{j} = subgroupMatrixLoad<{right}, row_major>(&Bs, {s * FRAG * TILE + j * FRAG}u, {TILE}u);"))
+            f"      let l_{i} = {frag(left, a_frag, i, s)};")) + "\n" + lines(fn, lambda j: (
+            f"      let r_{j} = {frag(right, b_frag, j, s)};"))
             + "\n" + lines(fm * fn, lambda x: (
             f"      acc_{x // fn}_{x % fn} = subgroupMatrixMultiplyAccumulate(l_{x // fn}, r_{x % fn}, "
             f"acc_{x // fn}_{x % fn});")) + "\n    }")
+
         def to_cs(j):
             return lines(fm, lambda i: f"    subgroupMatrixStore<row_major>(&Cs, {i * FRAG * FRAG}u, acc_{i}_{j}, {FRAG}u);")
         enables = "enable f16;\nenable chromium_experimental_subgroup_matrix;\n"
@@ -364,7 +427,7 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
     out_base = "b * M * N + " if gemm.batch > 1 else ""
     write_out = "\n".join(f"""{to_cs(j)}
     workgroupBarrier();
-    for (var t = 0u; t < {TILE * FRAG // 4 // LANES}u; t += 1u) {{
+    for (var t = 0u; t < {rows * FRAG // 4 // LANES}u; t += 1u) {{
       let cell4 = lid + t * {LANES}u;
       let r = cell4 / {FRAG // 4}u;
       let c4 = (cell4 % {FRAG // 4}u) * 4u;
@@ -380,13 +443,35 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False) -> str:
       }}
     }}
     workgroupBarrier();""" for j in range(fn))
+
+    if tiling.prefetch:
+        # registers hold step k0 + ks while step k0's products run
+        main_loop = f"""{loads.replace("k0", "0u")}
+    for (var k0 = 0u; k0 < K; k0 += {ks}u) {{
+{stores}
+      workgroupBarrier();
+      if (k0 + {ks}u < K) {{
+{loads.replace("k0", f"(k0 + {ks}u)")}
+      }}
+{mma}
+      workgroupBarrier();
+    }}"""
+    else:
+        main_loop = f"""    for (var k0 = 0u; k0 < K; k0 += {ks}u) {{
+{loads}
+{stores}
+      workgroupBarrier();
+{mma}
+      workgroupBarrier();
+    }}"""
+    per_tvm_tile = TILE // rows
+    halves = gemm.tile_n // TILE if tiling.sequential else 1
+    workgroups_x = tiling.workgroups_x(gemm)
     return f"""{enables}{header}
 const M = {gemm.m}u;
 const N = {gemm.n}u;
 const K = {gemm.k}u;
-var<workgroup> As: array<f16, {a_tile}>;
-var<workgroup> Bs: array<f16, {b_tile}>;
-var<workgroup> Cs: array<f32, {TILE * FRAG}>;  // one column of fragments at a time: 4 KB keeps occupancy
+{"" if direct_a else f"var<workgroup> As: array<f16, {a_tile}>;{chr(10)}"}{"" if direct_b else f"var<workgroup> Bs: array<f16, {b_tile}>;{chr(10)}"}var<workgroup> Cs: array<f32, {rows * FRAG}>;  // one column of fragments at a time: 4 KB keeps occupancy
 
 @compute @workgroup_size({threads}, 1, 1)
 fn {name}(
@@ -394,21 +479,19 @@ fn {name}(
   @builtin(num_workgroups) gridDim : vec3<u32>,
   @builtin(local_invocation_index) lid : u32
 ) {{
-  if (blockIdx.z * gridDim.x + blockIdx.x > podArgs.packGridDimX) {{ return; }}
-  let tile_col = blockIdx.z * gridDim.x + blockIdx.x;
+  let x = blockIdx.z * gridDim.x + blockIdx.x;
+  if (x >= podArgs.packGridDimX) {{ return; }}
+  // x: TVM's column tile, then which of its {workgroups_x} parts ({per_tvm_tile} row part(s) x column part(s))
+  let part = x % {workgroups_x}u;
+  let tile_col = (x / {workgroups_x}u) * {gemm.tile_n // TILE // halves}u + part / {per_tvm_tile}u;
   let b = blockIdx.y / {row_tiles}u;
-  let row0 = (blockIdx.y % {row_tiles}u) * {TILE}u;
+  let row0 = (blockIdx.y % {row_tiles}u) * {TILE}u + (part % {per_tvm_tile}u) * {rows}u;
 {accs}
-  for (var h = 0u; h < {gemm.tile_n // TILE}u; h += 1u) {{
-    let col0 = tile_col * {gemm.tile_n}u + h * {TILE}u;
+{registers}
+  for (var h = 0u; h < {halves}u; h += 1u) {{
+    let col0 = (tile_col * {halves}u + h) * {TILE}u;
 {zero}
-    for (var k0 = 0u; k0 < K; k0 += {K_STEP}u) {{
-{fill("As", TILE, K_STEP // 4, a_global, guard=a_guard)}
-{fill("Bs", b_fill_rows, b_fill_vecs, b_global, transposed=not gemm.b_k_major)}
-      workgroupBarrier();
-{mma}
-      workgroupBarrier();
-    }}
+{main_loop}
 {write_out}
   }}
 }}
@@ -447,9 +530,11 @@ def copy_bindings(tvm_wgsl: str, required: list[str], vectors: dict[str, str] | 
     return text
 
 
-def _bindings(tvm_wgsl: str, gemm: Gemm) -> str:
+def _bindings(tvm_wgsl: str, gemm: Gemm, staged=("a", "b")) -> str:
+    """TVM's bindings, the staged operands and the output as vec4 arrays (A_vec, B_vec, Out_vec)."""
     operands = {f"{gemm.a}_ptr": "A_vec", f"{gemm.b}_ptr": "B_vec", f"{gemm.out}_ptr": "Out_vec"}
-    return copy_bindings(tvm_wgsl, list(operands), operands)
+    vectors = {name: vec for name, vec in operands.items() if vec[0].lower() in staged or vec == "Out_vec"}
+    return copy_bindings(tvm_wgsl, list(operands), vectors)
 
 
 # ---- a library ------------------------------------------------------------------------------------------------
@@ -491,7 +576,8 @@ def library_kernel(name: str, lowered, scheduled, tvm_wgsl: str, emulate: bool =
     """The kernels-file record replacing TVM's GEMM kernel `name`, or Ineligible."""
     gemm = describe(lowered)
     gemm.tile_m, gemm.tile_n = tiles(scheduled, gemm)
-    return {"wgsl": kernel(name, gemm, tvm_wgsl, emulate=emulate), "workgroups_x": 1}
+    tiling = Tiling()
+    return {"wgsl": kernel(name, gemm, tvm_wgsl, emulate=emulate, tiling=tiling), "workgroups_x": tiling.workgroups_x(gemm)}
 
 
 def kernels_file(kernels: dict[str, dict]) -> bytes:
