@@ -49,15 +49,10 @@ def tilings():
 
     return {t.label().replace("-", "_"): t for t in [
         Tiling(k_step=32, sequential=True, prefetch=False),  # the first build's
-        Tiling(k_step=16, sequential=True, prefetch=False),
-        Tiling(k_step=32, prefetch=False),
-        Tiling(k_step=16, prefetch=False),
-        Tiling(k_step=32),
         Tiling(),  # the build's now
         Tiling(direct="b"),
         Tiling(direct="a"),
         Tiling(direct="ab"),
-        Tiling(k_step=32, direct="b"),
         Tiling(k_step=32, direct="ab"),
         Tiling(prefetch=False, direct="b"),
     ]}
@@ -153,7 +148,9 @@ def compare() -> None:
             continue
         report = json.loads(lines_[-1])
         if report["gpuErrors"]:
-            sys.exit(f"GPU errors: {report['gpuErrors']}")
+            print(f"{shape}: GPU errors: {report['gpuErrors']}"[:2000])
+            failed.append(shape)
+            continue
         times.update(report["times_ms"])
         adapter = report["adapter"]
     rng = np.random.default_rng(0)

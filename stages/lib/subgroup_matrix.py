@@ -346,7 +346,7 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False, tiling: 
     elif gemm.b_k_major:
         b_frag = ("row_major", f"&{gemm.b}_ptr", lambda j, s: f"b * K * N + (k0 + {s * FRAG}u) * N + col0 + {j * FRAG}u", "N")
     else:
-        b_frag = ("column_major", f"&{gemm.b}_ptr", lambda j, s: f"b * N * K + (col0 + {j * FRAG}u) * K + k0 + {s * FRAG}u", "K")
+        b_frag = ("col_major", f"&{gemm.b}_ptr", lambda j, s: f"b * N * K + (col0 + {j * FRAG}u) * K + k0 + {s * FRAG}u", "K")
     a_elem = f"{gemm.a}_ptr[b * M * K + (row0 + r) * K + k0 + kk]" if direct_a else f"As[r * {ks}u + kk]"
     b_elem = (f"Bs[kk * {TILE}u + c]" if not direct_b else f"{gemm.b}_ptr[b * K * N + (k0 + kk) * N + col0 + c]"
               if gemm.b_k_major else f"{gemm.b}_ptr[b * N * K + (col0 + c) * K + k0 + kk]")
