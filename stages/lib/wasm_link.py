@@ -8,8 +8,8 @@ host: wasm object files (`lib0.o` with the host code and the VM executable, `<pr
 shaders). Every submodule is compiled as a system library with its own `system_lib_prefix`, so their
 symbols do not clash and tvmjs opens each by prefix (web/runtime/tvm.js, `openVM`).
 
-The emcc flags are those of `tvm.support.emcc.create_tvmjs_wasm` in the pinned wheel (but -O1 for libraries
-that never ship). That function is not called because it looks the runtime up under $TVM_HOME/web/dist; ours
+The emcc flags are those of `tvm.support.emcc.create_tvmjs_wasm` in the pinned wheel, but -O1 (LINK_LEVEL). That
+function is not called because it looks the runtime up under $TVM_HOME/web/dist; ours
 comes from stages/build_runtime.py.
 ASYNCIFY stays off, as in create_tvmjs_wasm: tvmjs needs it only for its RPC server and time evaluator.
 
@@ -31,11 +31,15 @@ from .cli import StageError, file_if_changed
 
 RUNTIME_UNITS = ("wasm_runtime.o", "tvmjs_support.o", "webgpu_runtime.o")
 
-# -O2 runs binaryen's wasm-opt over the linked module (a fifth smaller: the runtime's unused code goes): for the
-# tiny SD 1.5, 0.47 x the time of -O3 (24.9 s against 52.3, medians of 3 paired runs on two cores) for a file 0.6%
-# larger (the host code -O3 shrinks further only launches kernels). The page's .wasm gets it; a library that never ships (tuning candidates, test
-# kernels, test fixtures) links at -O1, in about a second.
-SHIPPED, UNSHIPPED = "-O2", "-O1"
+# Every link is emcc -O1: the objects are already optimised (LLVM -O3 for the runtime, TVM's for the libraries), and
+# -O1 skips binaryen's whole-module pass. -O2 (which the page's .wasm had until 2026-12-01) made the file 8% smaller
+# (tiny SD 1.5 17.3 MB against 18.9, full-size 23.1 against 25.0, of a 2 GB download) but took 26 s against 1 on a
+# fast hour here (55 s on a slow one, in every rebuild after a tuning change and 6 times in `make test`); the host
+# code it optimises only launches kernels: on the H200 the SD 1.5 UNet step read 76.5 and 77.2 ms with -O2 and 77.4
+# between them without (bench/results/2026-12-01-h200-wasm-link-level-sd15.json). A shipped .wasm then drops its
+# function names (wasm-opt --strip-debug, 1.6 s: 1.5 MB), which only debuggers read.
+LINK_LEVEL = "-O1"
+STRIP = ("wasm-opt", "--strip-debug")
 EMCC_LINK_FLAGS = (
     "-std=c++17", "--no-entry",
     "-s", "WASM_BIGINT=1",
@@ -143,7 +147,7 @@ def wasm_imports(wasm: bytes) -> list[tuple[str, str]]:
 def link_wasm(object_tars: list[Path], runtime_dir: Path, out_wasm: Path, *, emcc: str = "emcc",
               shipped: bool = True) -> bool:
     """Links the submodules' objects with the runtime objects into `out_wasm`, written atomically and only
-    when its bytes change. `shipped=False` skips the size optimisation (see SHIPPED). Returns whether the
+    when its bytes change. `shipped=False` keeps the function names (see LINK_LEVEL). Returns whether the
     file was (re)written."""
     if not object_tars:
         raise StageError("nothing to link: no submodule libraries given")
@@ -165,7 +169,7 @@ def link_wasm(object_tars: list[Path], runtime_dir: Path, out_wasm: Path, *, emc
         out_wasm = Path(out_wasm)
         existed = out_wasm.exists() and out_wasm.stat().st_mtime_ns
         with file_if_changed(out_wasm) as tmp_wasm:
-            cmd = [emcc, SHIPPED if shipped else UNSHIPPED, *EMCC_LINK_FLAGS, "-o", str(tmp_wasm),
+            cmd = [emcc, LINK_LEVEL, *EMCC_LINK_FLAGS, "-o", str(tmp_wasm),
                    *map(str, runtime), *map(str, objects)]
             start = time.monotonic()
             try:
@@ -175,9 +179,25 @@ def link_wasm(object_tars: list[Path], runtime_dir: Path, out_wasm: Path, *, emc
             if proc.returncode != 0:
                 sys.stderr.write(proc.stdout + proc.stderr)
                 raise StageError(f"emcc link of {len(object_tars)} libraries failed (log above)")
+            if shipped:
+                _strip_names(tmp_wasm)
             extra = sorted(set(wasm_imports(tmp_wasm.read_bytes())) - JS_IMPORTS)
             if extra:
                 raise StageError("the linked wasm needs functions nobody provides (a library or runtime unit "
                                  f"missing?): {', '.join(f'{m}.{n}' for m, n in extra)}")
             print(f"wasm-link: {out_wasm.name} from {len(object_tars)} libraries in {time.monotonic() - start:.0f} s")
         return not existed or out_wasm.stat().st_mtime_ns != existed
+
+
+def _strip_names(wasm: Path) -> None:
+    """Drops the name section in place (binaryen's wasm-opt, which emscripten depends on)."""
+    stripped = wasm.with_name(wasm.name + ".stripped")
+    try:
+        proc = subprocess.run([*STRIP, str(wasm), "-o", str(stripped)], capture_output=True, text=True)
+    except OSError as err:
+        raise StageError(f"cannot run {STRIP[0]} ({err}); install binaryen (Debian package `binaryen`, which "
+                         "emscripten depends on)") from None
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise StageError(f"{' '.join(STRIP)} failed on the linked wasm (log above)")
+    stripped.replace(wasm)
