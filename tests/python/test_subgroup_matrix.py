@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "stages"))
 
 from lib import attention, gemm, subgroup_matrix, subgroup_matrix_attention  # noqa: E402
 from lib.gemm import Config  # noqa: E402
+from lib.subgroup_matrix import Tiling  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -50,6 +51,16 @@ CASES = [
     ("ragged-rows-batched", 2, 70, 64, 32, "nk", None, Config(virtual_m=1, virtual_n=1)),
 ]
 
+
+# Tilings the build does not take (subgroup_matrix.Tiling), which bench/subgroup_matrix_gemm_check.py measures against
+# its own on the GPU: each must compute the same product. Run on the cases of 128-wide tiles and of a Winograd batch.
+TILINGS = {
+    "rows32": Tiling(rows=32),  # four workgroups per TVM's 64 x 128 tile
+    "in_turn": Tiling(k_step=32, sequential=True, prefetch=False),  # the first build's: 128 columns in turn
+    "direct_b": Tiling(direct="b"),  # B's fragments straight from storage (column-major for [N, K])
+    "direct_ab": Tiling(direct="ab", prefetch=False),
+}
+TILING_CASES = ("wide-tiles", "winograd")
 
 # (name, bh, n_q, n_k, d, output dtype (float32, as FuseAttention makes it), TVM's attention.Config or None for its default, scale of the later keys)
 ATTENTION_CASES = [
@@ -133,6 +144,8 @@ def built(tiny_build, tmp_path_factory):
         sch = gemm.schedule(lowered, config)
         assert sch is not None
         funcs[name.replace("-", "_")] = (lowered, sch.mod["main"])
+        if name in TILING_CASES:  # the same kernel under a name per tiling, each replaced by its own
+            funcs.update({f"{name.replace('-', '_')}__{t}": (lowered, sch.mod["main"]) for t in TILINGS})
     for name, bh, n_q, n_k, d, out_dtype, config, _ in ATTENTION_CASES:
         lowered = attention_kernel(bh, n_q, n_k, d, out_dtype)
         funcs[name.replace("-", "_")] = (lowered, attention.kernel_for(lowered, config))
@@ -181,6 +194,33 @@ def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
     # a workgroup per 64 x 64 tile: two where TVM's tiles are 128 wide
     assert {name: record["workgroups_x"] for name, record in records.items()} == {
         f"{case[0].replace('-', '_')}_kernel": 2 if case[0] == "wide-tiles" else 1 for case in CASES}
+
+
+def test_emulated_tilings_match_numpy_on_lavapipe(built, tmp_path):
+    """The generator's other tilings (fewer rows per workgroup, TVM's wide tiles taken in turn, no prefetch, fragments
+    loaded from storage instead of staged), emulated, give numpy's result too."""
+    if not LAVAPIPE_ICD.exists():
+        pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
+    funcs, wasm, wgsl = built
+    replacements, calls, expected = {}, [], {}
+    for i, (case, batch, m, n, k, layout, epilogue, _) in enumerate(CASES):
+        if case not in TILING_CASES:
+            continue
+        arrays = inputs(batch, m, n, k, layout, epilogue, seed=i)
+        for label, tiling in TILINGS.items():
+            name = f"{case.replace('-', '_')}__{label}"
+            lowered, scheduled = funcs[name]
+            form = subgroup_matrix.describe(lowered)
+            form.tile_m, form.tile_n = subgroup_matrix.tiles(scheduled, form)
+            code = subgroup_matrix.kernel(f"{name}_kernel", form, wgsl[f"{name}_kernel"], emulate=True, tiling=tiling)
+            replacements[f"{name}_kernel"] = {"wgsl": code, "workgroups_x": tiling.workgroups_x(form)}
+            calls.append((name, arrays, [batch, m, n] if batch else [m, n], "float16" if epilogue else "float32"))
+            expected[name] = reference(*arrays if epilogue else (*arrays, None), layout, epilogue)
+    outputs = run_kernels(wasm, tmp_path, calls, str(LAVAPIPE_ICD), features=["shader-f16"], replacements=replacements)
+    for name, out in outputs.items():
+        assert_matches(out, expected[name], TOLERANCE, name)
+    assert replacements["wide_tiles__rows32_kernel"]["workgroups_x"] == 4
+    assert replacements["wide_tiles__in_turn_kernel"]["workgroups_x"] == 1
 
 
 def test_emulated_attention_matches_numpy_on_lavapipe(built, tmp_path):
