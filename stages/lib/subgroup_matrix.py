@@ -294,9 +294,11 @@ class Tiling:
     step; `sequential`: one workgroup takes all of TVM's tile_n / 64 column tiles in turn (else a workgroup each);
     `prefetch`: the next step's operands are loaded into registers before this step's products, so their
     latency hides behind them; `direct`: the operands ("a", "b" or both) whose fragments load straight from
-    their storage buffers instead of through workgroup memory (one subgroup reuses nothing it stages). The defaults are the build's: the fastest of bench/subgroup_matrix_gemm_check.py's
-    tilings on the H200 at every long-running shape (bench/results/2026-12-01-h200-subgroup-matrix-gemm-tilings.json:
-    SDXL's GEGLU out 0.29 ms, against 0.59 with a K step of 32, sequential halves and no prefetch)."""
+    their storage buffers instead of through workgroup memory (one subgroup reuses nothing it stages).
+    The defaults are the build's: the fastest of bench/subgroup_matrix_gemm_check.py's tilings on the H200 at
+    every long-running shape (bench/results/2026-12-01-h200-subgroup-matrix-gemm-tilings.json: SDXL's GEGLU out
+    0.29 ms, against 0.59 with a K step of 32, sequential halves and no prefetch). Loading B from storage is
+    faster at large N only (...-gemm-direct-loads.json), not yet taken."""
     rows: int = TILE
     k_step: int = K_STEP
     sequential: bool = False
@@ -326,37 +328,45 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False, tiling: 
     threads = LANES
     # B staged as [k][n] whichever way it lies in memory ([b, k, n] or, transposed on the way, [b, n, k])
     b_fill_rows, b_fill_vecs = (ks, TILE // 4) if gemm.b_k_major else (TILE, ks // 4)
-    b_global = ("b * K * N + (k0 + r) * N + col0 + q * 4u" if gemm.b_k_major
-                else "b * N * K + (col0 + r) * K + k0 + q * 4u")
+    # element offsets of a lane's vec4 in storage, for the step starting at K offset `k`
+    b_global = ((lambda k: f"b * K * N + ({k} + r) * N + col0 + q * 4u") if gemm.b_k_major
+                else (lambda k: f"b * N * K + (col0 + r) * K + {k} + q * 4u"))
 
     ragged = gemm.m % TILE != 0  # TVM's grid covers whole 64-row tiles
     row_tiles = -(-gemm.m // TILE)  # TVM's 64-row tiles per batch (its grid's y)
     # A ragged last tile reads its missing rows as zeros (from a clamped address) and writes only real rows.
-    a_global = "b * M * K + " + ("min(row0 + r, M - 1u)" if ragged else "(row0 + r)") + " * K + k0 + q * 4u"
+    a_row = "min(row0 + r, M - 1u)" if ragged else "(row0 + r)"
+    a_global = lambda k: f"b * M * K + {a_row} * K + {k} + q * 4u"  # noqa: E731
     a_guard = "row0 + r < M" if ragged else None
     if direct_a and ragged:
         raise Ineligible("a ragged last tile stages A (its missing rows read as zeros)")
     operands = [*([] if direct_a else [("A", "As", rows, ks // 4, a_global, False, a_guard)]),
                 *([] if direct_b else [("B", "Bs", b_fill_rows, b_fill_vecs, b_global, not gemm.b_k_major, None)])]
     # where a fragment (or, emulated, element kk of row r / column c) of each operand is read
-    a_frag = (("row_major", f"&{gemm.a}_ptr", lambda i, s: f"b * M * K + (row0 + {i * FRAG}u) * K + k0 + {s * FRAG}u", "K")
-              if direct_a else ("row_major", "&As", lambda i, s: f"{i * FRAG * ks + s * FRAG}u", f"{ks}u"))
+    # (layout, pointer, offset of fragment i or j at sub-step s, stride) of each operand's fragments
+    if direct_a:
+        a_frag = ("row_major", f"&{gemm.a}_ptr",
+                  lambda i, s: f"b * M * K + (row0 + {i * FRAG}u) * K + k0 + {s * FRAG}u", "K")
+    else:
+        a_frag = ("row_major", "&As", lambda i, s: f"{i * FRAG * ks + s * FRAG}u", f"{ks}u")
     if not direct_b:
         b_frag = ("row_major", "&Bs", lambda j, s: f"{s * FRAG * TILE + j * FRAG}u", f"{TILE}u")
     elif gemm.b_k_major:
-        b_frag = ("row_major", f"&{gemm.b}_ptr", lambda j, s: f"b * K * N + (k0 + {s * FRAG}u) * N + col0 + {j * FRAG}u", "N")
+        b_frag = ("row_major", f"&{gemm.b}_ptr",
+                  lambda j, s: f"b * K * N + (k0 + {s * FRAG}u) * N + col0 + {j * FRAG}u", "N")
     else:
-        b_frag = ("col_major", f"&{gemm.b}_ptr", lambda j, s: f"b * N * K + (col0 + {j * FRAG}u) * K + k0 + {s * FRAG}u", "K")
+        b_frag = ("col_major", f"&{gemm.b}_ptr",
+                  lambda j, s: f"b * N * K + (col0 + {j * FRAG}u) * K + k0 + {s * FRAG}u", "K")
     a_elem = f"{gemm.a}_ptr[b * M * K + (row0 + r) * K + k0 + kk]" if direct_a else f"As[r * {ks}u + kk]"
     b_elem = (f"Bs[kk * {TILE}u + c]" if not direct_b else f"{gemm.b}_ptr[b * K * N + (k0 + kk) * N + col0 + c]"
               if gemm.b_k_major else f"{gemm.b}_ptr[b * N * K + (col0 + c) * K + k0 + kk]")
 
-    def load(op, rows_, vecs, glob, guard, into):
-        """The operand's tile for step k0 into registers `into`_t (a fixed trip count: the tile's vec4s are a
-        multiple of the lanes, so every lane runs it)."""
+    def load(op, rows_, vecs, glob, guard, into, k):
+        """The operand's tile for the step at K offset `k` into registers `into`_t (a fixed trip count: the tile's
+        vec4s are a multiple of the lanes, so every lane runs it)."""
         out = []
         for t in range(rows_ * vecs // threads):
-            value = f"{op}_vec[({glob}) / 4u]"
+            value = f"{op}_vec[({glob(k)}) / 4u]"
             if guard:
                 value = f"select(vec4<f16>(), {value}, {guard})"
             out.append(f"      {{ let i = lid + {t * threads}u; let r = i / {vecs}u; let q = i % {vecs}u; "
@@ -378,7 +388,8 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False, tiling: 
 
     registers = "\n".join(f"  var {op.lower()}_{t}: vec4<f16>;" for op, _, r_, v, *_ in operands
                           for t in range(r_ * v // threads))
-    loads = "\n".join(load(op, r_, v, g, guard, op.lower()) for op, _, r_, v, g, _, guard in operands)
+    def loads(k):
+        return "\n".join(load(op, r_, v, g, guard, op.lower(), k) for op, _, r_, v, g, _, guard in operands)
     stores = "\n".join(store(tile, r_, v, tr, op.lower()) for op, tile, r_, v, _, tr, _ in operands)
 
     cells = rows * TILE // LANES
@@ -446,19 +457,19 @@ def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False, tiling: 
 
     if tiling.prefetch:
         # registers hold step k0 + ks while step k0's products run
-        main_loop = f"""{loads.replace("k0", "0u")}
+        main_loop = f"""{loads("0u")}
     for (var k0 = 0u; k0 < K; k0 += {ks}u) {{
 {stores}
       workgroupBarrier();
       if (k0 + {ks}u < K) {{
-{loads.replace("k0", f"(k0 + {ks}u)")}
+{loads(f"(k0 + {ks}u)")}
       }}
 {mma}
       workgroupBarrier();
     }}"""
     else:
         main_loop = f"""    for (var k0 = 0u; k0 < K; k0 += {ks}u) {{
-{loads}
+{loads("k0")}
 {stores}
       workgroupBarrier();
 {mma}
