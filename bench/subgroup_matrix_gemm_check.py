@@ -13,8 +13,11 @@ fused linear layer as the float16 UNet has it, scheduled by the build's GEMM tem
 and the grid) once per tiling, under its own name, into one wasm, and writes each tiling's replacement as
 export-lib would. The inputs are made on the GPU machine (too large to carry): the same values for every tiling
 of a shape, saved once. `compare` checks each output against float64 numpy on sampled rows (relative L2 error
-at most 2e-3: float16 outputs) and prints its time per call (one call after another, host submission included)
-beside TVM's own float16 kernel.
+at most 2e-3: float16 outputs) and prints its GPU time per call (timestamp queries over 50 calls after 100
+warm-up calls) beside TVM's own float16 kernel. An idle H200 does not reach its clock within a short run: in a
+cold process only the long-running shapes rank reliably (bench/results/2026-12-01-h200-subgroup-matrix-gemm-tilings.json
+says by how much); run it twice and read the second. A process per shape: Dawn's node bindings aborted in one
+process of many thousands of calls.
 """
 
 from __future__ import annotations
