@@ -168,14 +168,14 @@ def generated(built, name, emulate):
     return f"{name}_kernel", found[f"{name}_kernel"]
 
 
-def run_emulated_on_lavapipe(built, folder, cases, tolerance) -> dict:
+def run_emulated_on_lavapipe(built, folder, cases, tolerance, make=None) -> dict:
     """Runs each of `cases` ({name: (inputs, output shape, output dtype, expected)}) through its generated kernel's
-    emulated form on lavapipe, in place of TVM's kernel, and compares it with what was expected; returns the
-    generated records ({kernel name: record})."""
+    emulated form on lavapipe (`make(name)` -> (kernel name, record), else as export-lib generates it), in place of
+    TVM's kernel, and compares it with what was expected; returns the generated records ({kernel name: record})."""
     if not LAVAPIPE_ICD.exists():
         pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
     _, wasm, _ = built
-    replacements = dict(generated(built, name, emulate=True) for name in cases)
+    replacements = dict((make or (lambda name: generated(built, name, emulate=True)))(name) for name in cases)
     calls = [(name, arrays, shape, dtype) for name, (arrays, shape, dtype, _) in cases.items()]
     outputs = run_kernels(wasm, folder, calls, str(LAVAPIPE_ICD), features=["shader-f16"], replacements=replacements)
     for name, out in outputs.items():
@@ -199,26 +199,25 @@ def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
 def test_emulated_tilings_match_numpy_on_lavapipe(built, tmp_path):
     """The generator's other tilings (fewer rows per workgroup, TVM's wide tiles taken in turn, no prefetch, fragments
     loaded from storage instead of staged), emulated, give numpy's result too."""
-    if not LAVAPIPE_ICD.exists():
-        pytest.skip(f"needs {LAVAPIPE_ICD} (make setup fetches lavapipe)")
-    funcs, wasm, wgsl = built
-    replacements, calls, expected = {}, [], {}
+    funcs, _, wgsl = built
+
+    def make(name):
+        lowered, scheduled = funcs[name]
+        form = subgroup_matrix.describe(lowered)
+        form.tile_m, form.tile_n = subgroup_matrix.tiles(scheduled, form)
+        tiling = TILINGS[name.split("__")[1]]
+        code = subgroup_matrix.kernel(f"{name}_kernel", form, wgsl[f"{name}_kernel"], emulate=True, tiling=tiling)
+        return f"{name}_kernel", {"wgsl": code, "workgroups_x": tiling.workgroups_x(form)}
+
+    cases = {}
     for i, (case, batch, m, n, k, layout, epilogue, _) in enumerate(CASES):
-        if case not in TILING_CASES:
-            continue
-        arrays = inputs(batch, m, n, k, layout, epilogue, seed=i)
-        for label, tiling in TILINGS.items():
-            name = f"{case.replace('-', '_')}__{label}"
-            lowered, scheduled = funcs[name]
-            form = subgroup_matrix.describe(lowered)
-            form.tile_m, form.tile_n = subgroup_matrix.tiles(scheduled, form)
-            code = subgroup_matrix.kernel(f"{name}_kernel", form, wgsl[f"{name}_kernel"], emulate=True, tiling=tiling)
-            replacements[f"{name}_kernel"] = {"wgsl": code, "workgroups_x": tiling.workgroups_x(form)}
-            calls.append((name, arrays, [batch, m, n] if batch else [m, n], "float16" if epilogue else "float32"))
-            expected[name] = reference(*arrays if epilogue else (*arrays, None), layout, epilogue)
-    outputs = run_kernels(wasm, tmp_path, calls, str(LAVAPIPE_ICD), features=["shader-f16"], replacements=replacements)
-    for name, out in outputs.items():
-        assert_matches(out, expected[name], TOLERANCE, name)
+        if case in TILING_CASES:
+            arrays = inputs(batch, m, n, k, layout, epilogue, seed=i)
+            for label in TILINGS:
+                cases[f"{case.replace('-', '_')}__{label}"] = (
+                    arrays, [batch, m, n] if batch else [m, n], "float16" if epilogue else "float32",
+                    reference(*arrays if epilogue else (*arrays, None), layout, epilogue))
+    replacements = run_emulated_on_lavapipe(built, tmp_path, cases, TOLERANCE, make)
     assert replacements["wide_tiles__rows32_kernel"]["workgroups_x"] == 4
     assert replacements["wide_tiles__in_turn_kernel"]["workgroups_x"] == 1
 
