@@ -193,4 +193,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage("dump-params", main)
+    run_stage("dump-params", main, uses_torch=False)

@@ -120,4 +120,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage("export-lib", main)
+    run_stage("export-lib", main, uses_torch=False)

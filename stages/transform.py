@@ -193,4 +193,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage("transform", main)
+    run_stage("transform", main, uses_torch=False)

@@ -55,4 +55,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage("tune", main)
+    run_stage("tune", main, uses_torch=False)

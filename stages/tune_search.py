@@ -204,4 +204,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage("tune-search", main)
+    run_stage("tune-search", main, uses_torch=False)

@@ -120,4 +120,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage("manifest", main)
+    run_stage("manifest", main, uses_torch=False)

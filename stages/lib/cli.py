@@ -161,8 +161,15 @@ def paths_from(args: argparse.Namespace) -> ArtifactPaths:
     return paths
 
 
-def run_stage(stage: str, main) -> None:
-    """Runs a stage's main(); a StageError becomes one line on stderr and exit status 1, no traceback."""
+def run_stage(stage: str, main, *, uses_torch: bool = True) -> None:
+    """Runs a stage's main(); a StageError becomes one line on stderr and exit status 1, no traceback.
+
+    uses_torch=False keeps torch out of a stage that works with TVM alone: tvm_ffi imports torch whenever it is
+    installed (for tensor exchange these stages never do), and that is most of a stage's start-up (importing tvm:
+    4.7 s with torch, 1.4 s without, measured here), paid by a hundred stage runs per build of both families. A
+    stage that imports torch after all then fails at once, with ImportError."""
+    if not uses_torch:
+        sys.modules.setdefault("torch", None)  # `import torch` now raises ImportError
     try:
         main()
     except StageError as err:
