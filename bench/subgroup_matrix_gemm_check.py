@@ -52,8 +52,8 @@ def tilings():
 
     return {t.label().replace("-", "_"): t for t in [
         Tiling(k_step=32, sequential=True, prefetch=False),  # the first build's
-        Tiling(),  # the build's now
-        Tiling(direct="b"),
+        Tiling(),  # the build's where N < DIRECT_B_MIN_N
+        Tiling(direct="b"),  # the build's from DIRECT_B_MIN_N on (subgroup_matrix.tiling_for)
         Tiling(direct="a"),
         Tiling(direct="ab"),
         Tiling(k_step=32, direct="ab"),

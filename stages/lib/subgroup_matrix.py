@@ -297,8 +297,8 @@ class Tiling:
     their storage buffers instead of through workgroup memory (one subgroup reuses nothing it stages).
     The defaults are the build's: the fastest of bench/subgroup_matrix_gemm_check.py's tilings on the H200 at
     every long-running shape (bench/results/2026-12-01-h200-subgroup-matrix-gemm-tilings.json: SDXL's GEGLU out
-    0.29 ms, against 0.59 with a K step of 32, sequential halves and no prefetch). Loading B from storage is
-    faster at large N only (...-gemm-direct-loads.json), not yet taken."""
+    0.29 ms, against 0.59 with a K step of 32, sequential halves and no prefetch); B from storage where N is
+    large (tiling_for)."""
     rows: int = TILE
     k_step: int = K_STEP
     sequential: bool = False
@@ -311,6 +311,17 @@ class Tiling:
     def label(self) -> str:
         return (f"{self.rows}x{TILE}-k{self.k_step}{'-seq' if self.sequential else ''}"
                 f"{'-prefetch' if self.prefetch else ''}{f'-direct-{self.direct}' if self.direct else ''}")
+
+
+# B's fragments straight from storage where the output is at least this wide: measured 10% faster at SDXL's
+# 2560- to 10240-wide linear layers (GEGLU in 0.503 against 0.555 ms, QKV 0.201 against 0.227) and slower at
+# 1280 (GEGLU out 0.331 against 0.285): bench/results/2026-12-01-h200-subgroup-matrix-gemm-direct-loads.json.
+DIRECT_B_MIN_N = 2560
+
+
+def tiling_for(gemm: Gemm) -> Tiling:
+    """The build's tiling for this product."""
+    return Tiling(direct="b") if gemm.n >= DIRECT_B_MIN_N else Tiling()
 
 
 def kernel(name: str, gemm: Gemm, tvm_wgsl: str, emulate: bool = False, tiling: Tiling = Tiling()) -> str:
@@ -587,7 +598,7 @@ def library_kernel(name: str, lowered, scheduled, tvm_wgsl: str, emulate: bool =
     """The kernels-file record replacing TVM's GEMM kernel `name`, or Ineligible."""
     gemm = describe(lowered)
     gemm.tile_m, gemm.tile_n = tiles(scheduled, gemm)
-    tiling = Tiling()
+    tiling = tiling_for(gemm)
     return {"wgsl": kernel(name, gemm, tvm_wgsl, emulate=emulate, tiling=tiling), "workgroups_x": tiling.workgroups_x(gemm)}
 
 
