@@ -49,6 +49,8 @@ CASES = [
     # rows that are no multiple of 64 (cross-attention's keys and values of 2 x 77 tokens): a ragged last tile
     ("ragged-rows", None, 154, 128, 64, "kn", "bias", Config(virtual_m=1, virtual_n=1)),
     ("ragged-rows-batched", 2, 70, 64, 32, "nk", None, Config(virtual_m=1, virtual_n=1)),
+    # as wide as the products whose B fragments the build loads straight from storage (subgroup_matrix.tiling_for)
+    ("wide-n", None, 64, subgroup_matrix.DIRECT_B_MIN_N, 32, "kn", "bias", Config(virtual_m=1, virtual_n=1)),
 ]
 
 
@@ -194,6 +196,8 @@ def test_emulated_kernels_match_numpy_on_lavapipe(built, tmp_path):
     # a workgroup per 64 x 64 tile: two where TVM's tiles are 128 wide
     assert {name: record["workgroups_x"] for name, record in records.items()} == {
         f"{case[0].replace('-', '_')}_kernel": 2 if case[0] == "wide-tiles" else 1 for case in CASES}
+    # B staged in workgroup memory but where N is wide
+    assert {name for name, record in records.items() if "var<workgroup> Bs" not in record["wgsl"]} == {"wide_n_kernel"}
 
 
 def test_emulated_tilings_match_numpy_on_lavapipe(built, tmp_path):
