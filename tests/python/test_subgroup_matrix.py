@@ -54,8 +54,9 @@ CASES = [
 ]
 
 
-# Tilings the build does not take (subgroup_matrix.Tiling), which bench/subgroup_matrix_gemm_check.py measures against
-# its own on the GPU: each must compute the same product. Run on the cases of 128-wide tiles and of a Winograd batch.
+# Tilings other than the build's default (subgroup_matrix.Tiling), which bench/subgroup_matrix_gemm_check.py measures
+# against it on the GPU (the build takes direct_b where N is wide: tiling_for, and the "wide-n" case above): each must
+# compute the same product. Run on the cases of 128-wide tiles and of a Winograd batch (B column-major).
 TILINGS = {
     "rows32": Tiling(rows=32),  # four workgroups per TVM's 64 x 128 tile
     "in_turn": Tiling(k_step=32, sequential=True, prefetch=False),  # the first build's: 128 columns in turn
